@@ -1,0 +1,178 @@
+//! The flow table: one entry per socket cookie, created on a client's SYN or on the first
+//! payload packet, updated per packet, emitted as a record on open and on close.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_skb_cgroup_id},
+    programs::SkBuffContext,
+};
+use monitor_common::{
+    Direction,
+    counter::Counter,
+    flow::{
+        CloseReason, DIR_FIN, DIR_RST, DIR_SEQ_VALID, DirStats, FlowClose, FlowOpen, FlowState,
+        FlowTuple, Initiator,
+    },
+    record::{RecordHeader, RecordKind},
+};
+
+use crate::{
+    http,
+    maps::{EVENTS, FLOWS, count, submit_flags},
+    packet::{self, Segment},
+};
+
+/// Observes one packet: counts it, keeps the flow entry current, captures HTTP heads, and emits
+/// open/close records. Never fails: anything unexpected is counted and the packet passes.
+#[inline(always)]
+pub fn observe(ctx: &SkBuffContext, dir: Direction) {
+    count(Counter::Packets);
+    let Some(seg) = packet::parse(ctx) else {
+        count(Counter::NotTcp);
+        return;
+    };
+    // SAFETY: `skb` is the program's context pointer, valid for this call.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
+    if cookie == 0 {
+        return;
+    }
+    // SAFETY: as above.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let state = match FLOWS.get_ptr_mut(&cookie) {
+        Some(p) => p,
+        None => {
+            // Only a client's SYN or a data packet starts tracking. Pure ACK/FIN/RST packets of
+            // a flow already closed (or never seen) are not flows; SYN and SYN-ACK of a
+            // listening socket are not either (the accepted socket has its own cookie).
+            let client_syn = seg.syn && !seg.ack && matches!(dir, Direction::Egress);
+            if !client_syn && seg.payload_len == 0 {
+                return;
+            }
+            match open(ctx, dir, &seg, cookie, now, client_syn) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: `state` points into the map value for `cookie`, valid until the entry is deleted
+    // below (after the last use).
+    let st = unsafe { &mut *state };
+    let d = &mut st.dir[dir.index()];
+    add(&mut d.bytes, u64::from(seg.wire_len));
+    add(&mut d.packets, 1);
+    st.last_ns = now;
+    if seg.payload_len > 0 {
+        add(&mut d.payload_bytes, u64::from(seg.payload_len));
+        let end = seg.seq.wrapping_add(seg.payload_len);
+        // Serial-number arithmetic: only move `end_seq` forward (retransmissions don't).
+        if d.flags & DIR_SEQ_VALID == 0 || (end.wrapping_sub(d.end_seq) as i32) > 0 {
+            d.end_seq = end;
+            d.flags |= DIR_SEQ_VALID;
+        }
+        http::capture(ctx, st, dir, &seg, cookie, now);
+    }
+    let d = &mut st.dir[dir.index()];
+    if seg.fin {
+        d.flags |= DIR_FIN;
+    }
+    if seg.rst {
+        d.flags |= DIR_RST;
+    }
+    let both_fin = st.dir[0].flags & DIR_FIN != 0 && st.dir[1].flags & DIR_FIN != 0;
+    if seg.rst || both_fin {
+        let reason = if seg.rst {
+            CloseReason::Rst
+        } else {
+            CloseReason::Fin
+        };
+        close(st, cookie, now, reason);
+        let _ = FLOWS.remove(&cookie);
+    }
+}
+
+/// Adds to a per-direction counter. Not atomic (the BPF target has no `fetch_add` in core):
+/// each direction has its own fields, and one socket's packets in one direction are handled
+/// one at a time (egress under the socket lock, ingress by the flow's receive CPU).
+#[inline(always)]
+fn add(field: &mut u64, v: u64) {
+    *field = field.wrapping_add(v);
+}
+
+/// Creates the flow entry and emits [`FlowOpen`]. `None` (counted) if the table is full.
+#[inline(always)]
+fn open(
+    ctx: &SkBuffContext,
+    dir: Direction,
+    seg: &Segment,
+    cookie: u64,
+    now: u64,
+    client_syn: bool,
+) -> Option<*mut FlowState> {
+    let (local_addr, remote_addr, local_port, remote_port) = match dir {
+        Direction::Egress => (seg.src, seg.dst, seg.sport, seg.dport),
+        Direction::Ingress => (seg.dst, seg.src, seg.dport, seg.sport),
+    };
+    let tuple = FlowTuple {
+        family: seg.family,
+        initiator: if client_syn {
+            Initiator::Local as u8
+        } else {
+            Initiator::Unknown as u8
+        },
+        _pad: [0; 2],
+        local_port,
+        remote_port,
+        local_addr,
+        remote_addr,
+    };
+    // SAFETY: `skb` is the program's context pointer.
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+    let state = FlowState {
+        tuple,
+        cgroup_id,
+        first_ns: now,
+        last_ns: now,
+        dir: [DirStats::default(); 2],
+        cont_budget: [0; 2],
+        _pad: [0; 6],
+    };
+    // EEXIST means another CPU created it first: use theirs. Anything else is a full table.
+    if FLOWS
+        .insert(&cookie, &state, BPF_NOEXIST.into())
+        .is_ok()
+    {
+        if let Some(mut e) = EVENTS.reserve::<FlowOpen>(0) {
+            e.write(FlowOpen {
+                hdr: RecordHeader::new::<FlowOpen>(RecordKind::FlowOpen, now, cookie, cgroup_id),
+                tuple,
+            });
+            e.submit(submit_flags());
+        } else {
+            count(Counter::RingbufFull);
+        }
+    }
+    let p = FLOWS.get_ptr_mut(&cookie);
+    if p.is_none() {
+        count(Counter::FlowTableFull);
+    }
+    p
+}
+
+/// Emits [`FlowClose`] with the final counters.
+#[inline(always)]
+fn close(st: &FlowState, cookie: u64, now: u64, reason: CloseReason) {
+    let Some(mut e) = EVENTS.reserve::<FlowClose>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    e.write(FlowClose {
+        hdr: RecordHeader::new::<FlowClose>(RecordKind::FlowClose, now, cookie, st.cgroup_id),
+        tuple: st.tuple,
+        first_ns: st.first_ns,
+        last_ns: st.last_ns,
+        dir: st.dir,
+        reason: reason as u8,
+        _pad: [0; 7],
+    });
+    e.submit(submit_flags());
+}

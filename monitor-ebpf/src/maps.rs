@@ -1,0 +1,45 @@
+//! Every map the programs use, in one place, plus the helpers that touch them generically.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use monitor_common::{
+    counter::Counter,
+    flow::{FLOWS_MAX, FlowState},
+    record::{RING_BYTES, WAKEUP_THRESHOLD},
+};
+
+/// Records for the agent: flow open/close and HTTP chunks. Never one per packet.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Flow table keyed by socket cookie. A plain hash (not LRU) so that a full table is counted
+/// instead of silently evicting live flows; the agent sweeps idle entries.
+#[map]
+pub static FLOWS: HashMap<u64, FlowState> = HashMap::with_max_entries(FLOWS_MAX, 0);
+
+/// Per-CPU counters indexed by [`Counter`].
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Adds one to a per-CPU counter.
+#[inline(always)]
+pub fn count(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: per-CPU slot, valid for the program's run; no other writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Submit flags: no wakeup per record; force one once the unread backlog passes the threshold
+/// so a slow timer can never let the buffer fill.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA.into()) > WAKEUP_THRESHOLD {
+        BPF_RB_FORCE_WAKEUP.into()
+    } else {
+        BPF_RB_NO_WAKEUP.into()
+    }
+}

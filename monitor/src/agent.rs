@@ -1,0 +1,415 @@
+//! The node agent's loop: drain the ring buffer on readiness and on a short timer, decode,
+//! reassemble, attribute, and write NDJSON records; turn kernel counters and reconstruction
+//! failures into loss records; close flows the kernel never saw end.
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    os::fd::AsRawFd as _,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use monitor_common::{
+    Direction,
+    counter::Counter,
+    flow::{CloseReason, FlowTuple},
+    record::user::{Record as Raw, decode},
+};
+
+use crate::{
+    capture::{Capture, CaptureError},
+    clock::Clock,
+    conn::{AgentLoss, Exchange, FlowSummary, Observer, Output, Tracker},
+    identity::{Inventory, InventoryError, PodResolver},
+    record::{
+        Endpoint, EndpointKind, FlowRecord, HttpFields, HttpRecord, LossRecord, Record,
+        split_target,
+    },
+};
+
+/// Agent settings (from the command line).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Static inventory file.
+    pub inventory: PathBuf,
+    /// cgroup v2 directory to attach to.
+    pub cgroup: PathBuf,
+    /// File created once the programs are attached.
+    pub ready_file: Option<PathBuf>,
+    /// Ring-buffer drain period.
+    pub drain_every: Duration,
+    /// Flows without a packet for this long are closed by the agent.
+    pub idle_timeout: Duration,
+    /// A response body that stops growing for this long is reported with the bytes seen.
+    pub body_quiet: Duration,
+    /// Period of loss reports.
+    pub loss_every: Duration,
+}
+
+impl Config {
+    /// Defaults for everything but the paths.
+    pub fn new(inventory: PathBuf, cgroup: PathBuf) -> Self {
+        Self {
+            inventory,
+            cgroup,
+            ready_file: None,
+            drain_every: Duration::from_millis(10),
+            idle_timeout: Duration::from_secs(300),
+            body_quiet: Duration::from_secs(1),
+            loss_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Bad inventory.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    /// Could not load, attach or read the kernel side.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// Output failed.
+    #[error("writing records failed: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Counts since the last loss report, per (stage, reason).
+#[derive(Debug, Default)]
+struct LossWindow {
+    start_ns: u64,
+    agent: HashMap<&'static str, u64>,
+    kernel_last: [u64; Counter::COUNT as usize],
+}
+
+/// Runs the agent until `stop` is set; writes records to `out`.
+pub fn run(cfg: &Config, stop: &AtomicBool, out: &mut dyn Write) -> Result<(), AgentError> {
+    let mut identity = Inventory::load(&cfg.inventory, &cfg.cgroup)?;
+    let mut capture = Capture::load()?;
+    capture.attach(&cfg.cgroup)?;
+    tracing::info!(
+        cgroup = %cfg.cgroup.display(),
+        node = identity.node(),
+        pods = identity.pods().len(),
+        "monitor attached: cgroup_skb egress and ingress"
+    );
+    if let Some(f) = &cfg.ready_file {
+        std::fs::write(f, format!("{}\n", std::process::id()))?;
+    }
+    let mut agent = Agent {
+        clock: Clock::new(),
+        tracker: Tracker::new(),
+        losses: LossWindow {
+            start_ns: Clock::boot_ns(),
+            kernel_last: capture.counters()?,
+            ..Default::default()
+        },
+        suppressed: 0,
+    };
+    let mut last_poll = Instant::now();
+    let mut last_loss = Instant::now();
+    let mut last_sweep = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        agent.drain(&mut capture);
+        let now_ns = Clock::boot_ns();
+        if last_poll.elapsed() >= cfg.drain_every * 2 {
+            last_poll = Instant::now();
+            let waiting: Vec<u64> = agent.tracker.awaiting_body().collect();
+            for cookie in waiting {
+                if let Some(st) = capture.flow(cookie) {
+                    agent.tracker.on_progress(cookie, st.dir, now_ns);
+                }
+            }
+            agent
+                .tracker
+                .expire_quiet(now_ns, cfg.body_quiet.as_nanos() as u64);
+        }
+        if last_sweep.elapsed() >= cfg.idle_timeout.min(Duration::from_secs(5)) {
+            last_sweep = Instant::now();
+            agent.sweep_idle(&mut capture, now_ns, cfg.idle_timeout);
+        }
+        if stopping {
+            // Final drain, then report everything still in flight: nothing is dropped silently.
+            agent.drain(&mut capture);
+            agent.tracker.flush_pending();
+            for (cookie, st) in capture.flows() {
+                agent.tracker.on_close(
+                    cookie,
+                    st.cgroup_id,
+                    st.tuple,
+                    st.dir,
+                    st.last_ns,
+                    CloseReason::AgentStopped,
+                );
+            }
+            agent.emit(&mut identity, out)?;
+            agent.report_losses(&capture, &identity, out)?;
+            out.flush()?;
+            tracing::info!(
+                duplicates_suppressed = agent.suppressed,
+                "monitor stopping; programs detach as their links close"
+            );
+            return Ok(());
+        }
+        if last_loss.elapsed() >= cfg.loss_every {
+            last_loss = Instant::now();
+            agent.report_losses(&capture, &identity, out)?;
+            agent.clock = Clock::new();
+        }
+        if agent.emit(&mut identity, out)? {
+            out.flush()?;
+        }
+        wait_readable(capture.ring.as_raw_fd(), cfg.drain_every);
+    }
+}
+
+/// Waits until the ring buffer signals data (a forced wakeup) or `timeout` passes.
+fn wait_readable(fd: i32, timeout: Duration) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; the timeout is bounded.
+    unsafe { libc::poll(&raw mut pfd, 1, timeout.as_millis() as i32) };
+}
+
+struct Agent {
+    clock: Clock,
+    tracker: Tracker,
+    losses: LossWindow,
+    /// Server-side observations not emitted because the client side (a local pod) reports them.
+    suppressed: u64,
+}
+
+impl Agent {
+    /// Decodes and feeds every record waiting in the ring buffer.
+    fn drain(&mut self, capture: &mut Capture) {
+        while let Some(item) = capture.ring.next() {
+            match decode(&item) {
+                Ok(Raw::FlowOpen(r)) => {
+                    self.tracker
+                        .on_open(r.hdr.cookie, r.hdr.cgroup_id, r.tuple, r.hdr.ts_ns);
+                }
+                Ok(Raw::HttpChunk(c)) => self.tracker.on_chunk(
+                    c.meta.hdr.cookie,
+                    c.meta.hdr.cgroup_id,
+                    c.dir,
+                    c.chunk_kind,
+                    c.meta.seq,
+                    c.meta.payload_len,
+                    c.data,
+                    c.meta.hdr.ts_ns,
+                ),
+                Ok(Raw::FlowClose(r)) => {
+                    let reason = CloseReason::from_u8(r.reason).unwrap_or(CloseReason::Fin);
+                    self.tracker.on_close(
+                        r.hdr.cookie,
+                        r.hdr.cgroup_id,
+                        r.tuple,
+                        r.dir,
+                        r.last_ns,
+                        reason,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable ring-buffer record");
+                    *self.losses.agent.entry("decode-error").or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// Closes flows the kernel never saw end (no FIN/RST seen within the idle timeout).
+    fn sweep_idle(&mut self, capture: &mut Capture, now_ns: u64, idle: Duration) {
+        let idle_ns = idle.as_nanos() as u64;
+        for (cookie, st) in capture.flows() {
+            if now_ns.saturating_sub(st.last_ns) >= idle_ns {
+                capture.remove_flow(cookie);
+                self.tracker.on_close(
+                    cookie,
+                    st.cgroup_id,
+                    st.tuple,
+                    st.dir,
+                    st.last_ns,
+                    CloseReason::Idle,
+                );
+            }
+        }
+    }
+
+    /// Writes every finished output as a record. Returns whether anything was written.
+    fn emit(
+        &mut self,
+        identity: &mut dyn PodResolver,
+        out: &mut dyn Write,
+    ) -> Result<bool, AgentError> {
+        let outputs: Vec<Output> = self.tracker.drain().collect();
+        let wrote = !outputs.is_empty();
+        for o in outputs {
+            let record = match o {
+                Output::Exchange(e) => self.http_record(&e, identity),
+                Output::Flow(f) => self.flow_record(&f, identity),
+                Output::Loss(l) => {
+                    self.note_loss(l);
+                    None
+                }
+            };
+            if let Some(r) = record {
+                serde_json::to_writer(&mut *out, &r).map_err(std::io::Error::from)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Ok(wrote)
+    }
+
+    fn note_loss(&mut self, l: AgentLoss) {
+        *self.losses.agent.entry(l.name()).or_default() += 1;
+    }
+
+    /// Client and server endpoints of a flow seen from the local socket, or `None` when the
+    /// observation duplicates one the client's own node-local socket reports.
+    fn endpoints(
+        &mut self,
+        cgroup_id: u64,
+        tuple: Option<&FlowTuple>,
+        observer: Observer,
+        identity: &mut dyn PodResolver,
+    ) -> Option<(Endpoint, Endpoint)> {
+        let local_pod = identity.by_cgroup(cgroup_id);
+        let (local_ip, remote_ip, local_port, remote_port) = match tuple {
+            Some(t) => (
+                Some(t.local_ip()),
+                Some(t.remote_ip()),
+                t.local_port,
+                t.remote_port,
+            ),
+            None => (None, None, 0, 0),
+        };
+        let remote_pod = remote_ip.and_then(|ip| identity.by_ip(ip));
+        // Both ends on this node: the client's socket reports the exchange; the server's
+        // observation of it would be a duplicate.
+        if observer == Observer::Server && remote_pod.as_ref().is_some_and(|p| !p.external) {
+            self.suppressed += 1;
+            return None;
+        }
+        let mut local = Endpoint::new(local_pod.as_ref(), local_ip, local_port);
+        local.cgroup_id = Some(cgroup_id);
+        if local_pod.is_none() {
+            local.kind = EndpointKind::Unattributed;
+            local.note = Some(format!(
+                "cgroup {cgroup_id} is not a pod in the inventory (yet); identity unknown"
+            ));
+        }
+        let remote = Endpoint::new(remote_pod.as_ref(), remote_ip, remote_port);
+        Some(match observer {
+            Observer::Client => (local, remote),
+            Observer::Server => (remote, local),
+        })
+    }
+
+    fn http_record(&mut self, e: &Exchange, identity: &mut dyn PodResolver) -> Option<Record> {
+        let (source, destination) =
+            self.endpoints(e.flow.cgroup_id, e.flow.tuple.as_ref(), e.observer, identity)?;
+        let (path, query) = split_target(&e.request.target);
+        let resp = e.response.as_ref();
+        Some(Record::Http(Box::new(HttpRecord {
+            time: self.clock.rfc3339(e.request_ns),
+            node: identity.node().to_owned(),
+            observer: e.observer,
+            flow_id: e.flow.cookie,
+            source,
+            destination,
+            http: HttpFields {
+                method: e.request.method.clone(),
+                target: e.request.target.clone(),
+                path,
+                query,
+                host: e.request.host.clone(),
+                version: format!("1.{}", e.request.version),
+                status: resp.map(|r| r.head.status),
+                request_body_bytes: e.request_body_bytes,
+                response_bytes: resp.and_then(|r| r.bytes),
+                response_body_bytes: resp.and_then(|r| r.body_bytes),
+                request_head_truncated: e.request_truncated,
+                response_head_truncated: resp.is_some_and(|r| r.truncated),
+            },
+            latency_ms: resp.map(|r| r.ns.saturating_sub(e.request_ns) as f64 / 1e6),
+            completion: e.completion,
+        })))
+    }
+
+    fn flow_record(&mut self, f: &FlowSummary, identity: &mut dyn PodResolver) -> Option<Record> {
+        let (source, destination) =
+            self.endpoints(f.flow.cgroup_id, f.flow.tuple.as_ref(), f.observer, identity)?;
+        // Egress is client → server when the local socket is the client.
+        let (to_server, to_client) = match f.observer {
+            Observer::Client => (Direction::Egress, Direction::Ingress),
+            Observer::Server => (Direction::Ingress, Direction::Egress),
+        };
+        Some(Record::Flow(Box::new(FlowRecord {
+            time: self.clock.rfc3339(f.flow.first_ns),
+            end_time: self.clock.rfc3339(f.last_ns),
+            node: identity.node().to_owned(),
+            observer: f.observer,
+            flow_id: f.flow.cookie,
+            source,
+            destination,
+            transport: "tcp",
+            bytes_to_server: f.dir[to_server.index()].bytes,
+            bytes_to_client: f.dir[to_client.index()].bytes,
+            packets_to_server: f.dir[to_server.index()].packets,
+            packets_to_client: f.dir[to_client.index()].packets,
+            close: f.reason.name(),
+            http_exchanges: f.http_exchanges,
+        })))
+    }
+
+    /// Writes one loss record per reason that lost anything since the last report.
+    fn report_losses(
+        &mut self,
+        capture: &Capture,
+        identity: &dyn PodResolver,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
+        let now_ns = Clock::boot_ns();
+        let counters = capture.counters()?;
+        let mut records = Vec::new();
+        for c in Counter::ALL.into_iter().filter(|c| c.is_loss()) {
+            let delta = counters[c as usize].saturating_sub(self.losses.kernel_last[c as usize]);
+            if delta > 0 {
+                records.push(("kernel", c.name(), delta));
+            }
+        }
+        self.losses.kernel_last = counters;
+        let mut agent: Vec<_> = self.losses.agent.drain().collect();
+        agent.sort();
+        records.extend(agent.into_iter().map(|(r, n)| ("agent", r, n)));
+        for (stage, reason, count) in records {
+            let r = Record::Loss(LossRecord {
+                time: self.clock.rfc3339(now_ns),
+                node: identity.node().to_owned(),
+                stage,
+                reason,
+                count,
+                window_start: self.clock.rfc3339(self.losses.start_ns),
+            });
+            serde_json::to_writer(&mut *out, &r).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+        }
+        self.losses.start_ns = now_ns;
+        Ok(())
+    }
+}
+
+/// Shared stop flag for signal handlers.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}

@@ -1,0 +1,311 @@
+//! Who a cgroup id or an IP address is.
+//!
+//! [`PodResolver`] is the seam: the static inventory file ([`Inventory`]) is the lab's and the
+//! default source; a Kubernetes source plugs in behind the same trait. A cgroup id is the
+//! inode number of the pod's cgroup v2 directory; ids of pods whose cgroup appears after the
+//! agent started are picked up by a rate-limited rescan.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    os::unix::fs::MetadataExt as _,
+    path::{Component, Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+
+/// Identity of a pod (or, for [`Pod::external`] entries, a named host outside the cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pod {
+    /// Pod name.
+    pub name: String,
+    /// Namespace.
+    #[serde(default)]
+    pub namespace: String,
+    /// Pod UID, when known.
+    #[serde(default)]
+    pub uid: Option<String>,
+    /// The Service the pod backs.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Service account.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Pod IPs (IPv4 and/or IPv6).
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
+    /// cgroup path relative to the agent's `--cgroup` directory.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+    /// Lab-only settings (servers to start); ignored by the agent.
+    #[serde(default)]
+    pub lab: Option<serde_yaml_ng::Value>,
+    /// True for entries under `externals:`.
+    #[serde(skip)]
+    pub external: bool,
+}
+
+/// Resolves identities for records.
+pub trait PodResolver: Send {
+    /// The node name written into every record.
+    fn node(&self) -> &str;
+    /// The pod owning cgroup `id`, if known.
+    fn by_cgroup(&mut self, id: u64) -> Option<Arc<Pod>>;
+    /// The pod or named external host with address `ip`, if known.
+    fn by_ip(&self, ip: IpAddr) -> Option<Arc<Pod>>;
+}
+
+/// Why an inventory file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The file could not be read.
+    #[error("cannot read inventory {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// YAML syntax or schema error, with its position.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value that parses but cannot be right.
+    #[error("{path}: {what}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where.
+        what: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    node: String,
+    #[serde(default)]
+    pods: Vec<Pod>,
+    #[serde(default)]
+    externals: Vec<Pod>,
+    /// Lab-only topology settings; ignored by the agent.
+    #[serde(default)]
+    #[expect(dead_code, reason = "owned by the lab; accepted so one file serves both")]
+    lab: Option<serde_yaml_ng::Value>,
+}
+
+/// The static inventory: a YAML file listing this node's pods.
+#[derive(Debug)]
+pub struct Inventory {
+    node: String,
+    cgroup_root: PathBuf,
+    pods: Vec<Arc<Pod>>,
+    by_ip: HashMap<IpAddr, Arc<Pod>>,
+    by_cgroup: HashMap<u64, Arc<Pod>>,
+    last_scan: Option<Instant>,
+}
+
+/// Minimum time between two rescans of the pods' cgroup directories.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
+impl Inventory {
+    /// Reads and validates `path`; cgroup paths are resolved under `cgroup_root`.
+    pub fn load(path: &Path, cgroup_root: &Path) -> Result<Self, InventoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, cgroup_root)
+    }
+
+    /// Parses inventory text; `path` is used in error messages.
+    pub fn parse(text: &str, path: &Path, cgroup_root: &Path) -> Result<Self, InventoryError> {
+        let file: File = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            InventoryError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.to_string(),
+            }
+        })?;
+        let invalid = |what: String| InventoryError::Invalid {
+            path: path.to_owned(),
+            what,
+        };
+        if file.node.trim().is_empty() {
+            return Err(invalid("`node` must name this node".into()));
+        }
+        let mut pods = Vec::new();
+        let mut by_ip = HashMap::new();
+        let mut names = HashMap::new();
+        let entries = file
+            .pods
+            .into_iter()
+            .map(|p| (p, false))
+            .chain(file.externals.into_iter().map(|p| (p, true)));
+        for (mut pod, external) in entries {
+            pod.external = external;
+            let key = (pod.namespace.clone(), pod.name.clone());
+            if names.insert(key, ()).is_some() {
+                return Err(invalid(format!(
+                    "pod {}/{} is listed twice",
+                    pod.namespace, pod.name
+                )));
+            }
+            if let Some(cg) = &pod.cgroup
+                && cg
+                    .components()
+                    .any(|c| !matches!(c, Component::Normal(_)))
+            {
+                return Err(invalid(format!(
+                    "pod {}: cgroup {} must be a relative path below the agent's --cgroup \
+                     directory, without `..`",
+                    pod.name,
+                    cg.display()
+                )));
+            }
+            let pod = Arc::new(pod);
+            for ip in &pod.ips {
+                if let Some(other) = by_ip.insert(*ip, pod.clone()) {
+                    return Err(invalid(format!(
+                        "address {ip} is given to both {} and {}",
+                        other.name, pod.name
+                    )));
+                }
+            }
+            pods.push(pod);
+        }
+        let mut inv = Self {
+            node: file.node,
+            cgroup_root: cgroup_root.to_owned(),
+            pods,
+            by_ip,
+            by_cgroup: HashMap::new(),
+            last_scan: None,
+        };
+        inv.rescan();
+        Ok(inv)
+    }
+
+    /// Every pod and external entry.
+    pub fn pods(&self) -> &[Arc<Pod>] {
+        &self.pods
+    }
+
+    /// Re-reads the cgroup ids of every pod whose cgroup directory exists now.
+    fn rescan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        for pod in &self.pods {
+            if let Some(cg) = &pod.cgroup
+                && let Ok(meta) = std::fs::metadata(self.cgroup_root.join(cg))
+            {
+                self.by_cgroup.insert(meta.ino(), pod.clone());
+            }
+        }
+    }
+}
+
+impl PodResolver for Inventory {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn by_cgroup(&mut self, id: u64) -> Option<Arc<Pod>> {
+        if let Some(p) = self.by_cgroup.get(&id) {
+            return Some(p.clone());
+        }
+        // A pod started after the agent: its cgroup directory is new. Rescan, rate-limited.
+        if self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
+            self.rescan();
+        }
+        self.by_cgroup.get(&id).cloned()
+    }
+
+    fn by_ip(&self, ip: IpAddr) -> Option<Arc<Pod>> {
+        self.by_ip.get(&ip).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Inventory, InventoryError> {
+        Inventory::parse(text, Path::new("inv.yaml"), Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn parses_pods_and_externals() {
+        let inv = parse(
+            "node: n1\npods:\n  - name: a\n    namespace: ns\n    service: svc-a\n    ips: [10.0.0.1, 'fd00::1']\n    cgroup: a\n    lab: {serve: []}\nexternals:\n  - name: partner\n    ips: [10.9.9.9]\n",
+        )
+        .unwrap();
+        assert_eq!(inv.node(), "n1");
+        let a = inv.by_ip("fd00::1".parse().unwrap()).unwrap();
+        assert_eq!((a.name.as_str(), a.service.as_deref()), ("a", Some("svc-a")));
+        assert!(inv.by_ip("10.9.9.9".parse().unwrap()).unwrap().external);
+        assert!(inv.by_ip("10.0.0.2".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn syntax_error_names_file_line_and_column() {
+        let err = parse("node: n1\npods:\n  - name: a\n    ips: [10.0.0.1\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("inv.yaml:"), "{msg}");
+        assert!(matches!(err, InventoryError::Parse { line, .. } if line >= 4), "{msg}");
+    }
+
+    #[test]
+    fn schema_errors_name_the_position() {
+        let err = parse("node: n1\npods:\n  - name: a\n    ips: [not-an-ip]\n").unwrap_err();
+        assert!(matches!(err, InventoryError::Parse { line: 4, .. }), "{err}");
+        let err = parse("node: n1\npods:\n  - name: a\n    colour: red\n").unwrap_err();
+        assert!(matches!(err, InventoryError::Parse { line: 4, .. }), "{err}");
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_entry() {
+        let err = parse("node: n1\npods:\n  - {name: a, ips: [10.0.0.1]}\n  - {name: b, ips: [10.0.0.1]}\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("10.0.0.1 is given to both a and b"), "{err}");
+        let err = parse("node: n1\npods:\n  - {name: a, cgroup: ../../etc}\n").unwrap_err();
+        assert!(err.to_string().contains("pod a: cgroup ../../etc"), "{err}");
+        assert!(parse("node: ''\n").is_err());
+    }
+
+    #[test]
+    fn cgroup_ids_come_from_directory_inodes() {
+        let dir = std::env::temp_dir().join(format!("inv-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("pod-a")).unwrap();
+        let mut inv = Inventory::parse(
+            "node: n\npods:\n  - {name: a, cgroup: pod-a}\n  - {name: late, cgroup: pod-late}\n",
+            Path::new("inv.yaml"),
+            &dir,
+        )
+        .unwrap();
+        let ino = std::fs::metadata(dir.join("pod-a")).unwrap().ino();
+        assert_eq!(inv.by_cgroup(ino).unwrap().name, "a");
+        // A pod whose cgroup appears later is found after the rescan interval.
+        std::fs::create_dir_all(dir.join("pod-late")).unwrap();
+        let late = std::fs::metadata(dir.join("pod-late")).unwrap().ino();
+        inv.last_scan = Some(Instant::now() - RESCAN_EVERY);
+        assert_eq!(inv.by_cgroup(late).unwrap().name, "late");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

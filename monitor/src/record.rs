@@ -1,0 +1,222 @@
+//! The records the agent emits, one JSON object per line (NDJSON): `http` (one per exchange),
+//! `flow` (one per closed flow) and `loss` (anything not captured or not reconstructed).
+//!
+//! Field names follow ECS/OCSF usage (`source`, `destination`, `http.request.method` maps from
+//! `http.method`, ...). The schema is documented in `docs/records.md`; keep them in step.
+
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+
+use serde::Serialize;
+
+use crate::{
+    conn::{Completion, Observer},
+    identity::Pod,
+};
+
+/// One output line.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Record {
+    /// An HTTP request and its response.
+    Http(Box<HttpRecord>),
+    /// A TCP flow that ended.
+    Flow(Box<FlowRecord>),
+    /// Data that was lost, with how much and when.
+    Loss(LossRecord),
+}
+
+/// What kind of peer an endpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointKind {
+    /// A pod in the inventory.
+    Pod,
+    /// A named host outside the cluster (inventory `externals`).
+    External,
+    /// An address the inventory does not know.
+    Unknown,
+    /// A local socket whose cgroup is not (yet) a known pod.
+    Unattributed,
+}
+
+/// One end of a flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    /// What the peer is.
+    pub kind: EndpointKind,
+    /// IP address.
+    pub ip: Option<IpAddr>,
+    /// TCP port.
+    pub port: u16,
+    /// Namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Pod (or external host) name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Service the pod backs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Service account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// Labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// cgroup id of a local socket (always set for the observing side).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+    /// Why identity is missing, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Endpoint {
+    /// An endpoint for `pod` (if known) at `ip:port`.
+    pub fn new(pod: Option<&Arc<Pod>>, ip: Option<IpAddr>, port: u16) -> Self {
+        let mut e = Self {
+            kind: EndpointKind::Unknown,
+            ip,
+            port,
+            namespace: None,
+            pod: None,
+            service: None,
+            service_account: None,
+            labels: BTreeMap::new(),
+            cgroup_id: None,
+            note: None,
+        };
+        if let Some(p) = pod {
+            e.kind = if p.external {
+                EndpointKind::External
+            } else {
+                EndpointKind::Pod
+            };
+            e.namespace = (!p.namespace.is_empty()).then(|| p.namespace.clone());
+            e.pod = Some(p.name.clone());
+            e.service = p.service.clone();
+            e.service_account = p.service_account.clone();
+            e.labels = p.labels.clone();
+        }
+        e
+    }
+}
+
+/// The HTTP part of an [`HttpRecord`].
+#[derive(Debug, Serialize)]
+pub struct HttpFields {
+    /// Request method.
+    pub method: String,
+    /// Request target as sent (path and query).
+    pub target: String,
+    /// Path part of the target.
+    pub path: String,
+    /// Query part of the target, without `?`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// `Host` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `1.1` or `1.0`.
+    pub version: String,
+    /// Response status, if a response was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Request body bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body_bytes: Option<u64>,
+    /// Response bytes, head included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_bytes: Option<u64>,
+    /// Response body bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body_bytes: Option<u64>,
+    /// The request head was larger than the capture; only its first line is certain.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub request_head_truncated: bool,
+    /// The response head was larger than the capture.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub response_head_truncated: bool,
+}
+
+/// One HTTP exchange.
+#[derive(Debug, Serialize)]
+pub struct HttpRecord {
+    /// When the request was sent (RFC 3339).
+    pub time: String,
+    /// Node that observed it.
+    pub node: String,
+    /// Which end observed it.
+    pub observer: Observer,
+    /// Socket cookie of the observing socket.
+    pub flow_id: u64,
+    /// The client.
+    pub source: Endpoint,
+    /// The server.
+    pub destination: Endpoint,
+    /// Request and response.
+    pub http: HttpFields,
+    /// Request start to response start, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Whether the response was seen to its end.
+    pub completion: Completion,
+}
+
+/// One ended TCP flow.
+#[derive(Debug, Serialize)]
+pub struct FlowRecord {
+    /// First packet (RFC 3339).
+    pub time: String,
+    /// Last packet (RFC 3339).
+    pub end_time: String,
+    /// Node that observed it.
+    pub node: String,
+    /// Which end observed it.
+    pub observer: Observer,
+    /// Socket cookie.
+    pub flow_id: u64,
+    /// The client.
+    pub source: Endpoint,
+    /// The server.
+    pub destination: Endpoint,
+    /// Always `tcp` for now.
+    pub transport: &'static str,
+    /// IP bytes client → server.
+    pub bytes_to_server: u64,
+    /// IP bytes server → client.
+    pub bytes_to_client: u64,
+    /// Packets client → server (a GSO super-packet counts once).
+    pub packets_to_server: u64,
+    /// Packets server → client.
+    pub packets_to_client: u64,
+    /// How it ended: `fin`, `rst`, `idle`, `agent-stopped`.
+    pub close: &'static str,
+    /// HTTP exchanges seen on it.
+    pub http_exchanges: u64,
+}
+
+/// A count of lost data.
+#[derive(Debug, Serialize)]
+pub struct LossRecord {
+    /// End of the window (RFC 3339).
+    pub time: String,
+    /// Node.
+    pub node: String,
+    /// Where it was lost: `kernel` or `agent`.
+    pub stage: &'static str,
+    /// Stable kebab-case reason, e.g. `ringbuf-full`.
+    pub reason: &'static str,
+    /// How many were lost in the window.
+    pub count: u64,
+    /// Start of the window (RFC 3339).
+    pub window_start: String,
+}
+
+/// Splits a request target into path and query.
+pub fn split_target(target: &str) -> (String, Option<String>) {
+    match target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (target.to_owned(), None),
+    }
+}
