@@ -13,8 +13,7 @@ fn main() -> Result<()> {
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
-        fs::write(out_dir.join("monitor"), [])
-            .context("failed to write the stub eBPF object")?;
+        fs::write(out_dir.join("monitor"), []).context("failed to write the stub eBPF object")?;
         return Ok(());
     }
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("no manifest dir")?);

@@ -13,7 +13,9 @@ pub enum Counter {
     FlowTableFull = 1,
     /// Loss: `bpf_skb_load_bytes` failed while copying HTTP bytes.
     CaptureFailed = 2,
-    /// Loss: a segment starting an HTTP head held more than the capture size.
+    /// Activity: a segment starting an HTTP message held more payload than the capture size.
+    /// Usually the body following a complete head; when the head itself did not fit, the
+    /// agent reports an `http-head-truncated` loss.
     ChunkTruncated = 3,
     /// Activity: packets seen by either program.
     Packets = 4,
@@ -42,7 +44,7 @@ impl Counter {
     pub const fn is_loss(self) -> bool {
         matches!(
             self,
-            Self::RingbufFull | Self::FlowTableFull | Self::CaptureFailed | Self::ChunkTruncated
+            Self::RingbufFull | Self::FlowTableFull | Self::CaptureFailed
         )
     }
 

@@ -85,12 +85,23 @@ pub const fn prefix_u64(s: &[u8]) -> u64 {
 
 /// Mask keeping the first `n` bytes of a little-endian `u64`.
 pub const fn prefix_mask(n: usize) -> u64 {
-    if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 }
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
+    }
 }
 
 /// Request-line prefixes the kernel recognises (method and the space after it).
 pub const REQUEST_PREFIXES: [&[u8]; 9] = [
-    b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ", b"CONNECT ",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"PATCH ",
+    b"OPTIONS ",
+    b"CONNECT ",
     b"TRACE ",
 ];
 /// Status-line prefix the kernel recognises.
@@ -161,7 +172,11 @@ mod tests {
         for p in REQUEST_PREFIXES {
             let mut line = p.to_vec();
             line.extend_from_slice(b"/x HTTP/1.1\r\n");
-            assert_eq!(classify(first8(&line)), Some(ChunkKind::RequestStart), "{p:?}");
+            assert_eq!(
+                classify(first8(&line)),
+                Some(ChunkKind::RequestStart),
+                "{p:?}"
+            );
         }
         assert_eq!(
             classify(first8(b"HTTP/1.1 200 OK\r\n")),

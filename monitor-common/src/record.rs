@@ -104,7 +104,9 @@ pub mod user {
         #[error("unknown record kind {0}")]
         Kind(u8),
         /// Header length disagrees with the buffer or with the kind's layout.
-        #[error("record kind {kind:?} declares {declared} bytes, buffer holds {actual}, layout needs {expected}")]
+        #[error(
+            "record kind {kind:?} declares {declared} bytes, buffer holds {actual}, layout needs {expected}"
+        )]
         Length {
             /// The record kind.
             kind: RecordKind,

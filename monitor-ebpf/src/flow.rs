@@ -137,10 +137,7 @@ fn open(
         _pad: [0; 6],
     };
     // EEXIST means another CPU created it first: use theirs. Anything else is a full table.
-    if FLOWS
-        .insert(&cookie, &state, BPF_NOEXIST.into())
-        .is_ok()
-    {
+    if FLOWS.insert(&cookie, &state, BPF_NOEXIST.into()).is_ok() {
         if let Some(mut e) = EVENTS.reserve::<FlowOpen>(0) {
             e.write(FlowOpen {
                 hdr: RecordHeader::new::<FlowOpen>(RecordKind::FlowOpen, now, cookie, cgroup_id),

@@ -66,7 +66,11 @@ pub fn parse(ctx: &SkBuffContext) -> Option<Segment> {
             dst[..4].copy_from_slice(&ip.dst_addr);
             // tot_len is 0 for BIG TCP super-packets; the skb length is then authoritative.
             let tot = u32::from(u16::from_be_bytes(ip.tot_len));
-            let ip_len = if tot == 0 || tot > wire_len { wire_len } else { tot };
+            let ip_len = if tot == 0 || tot > wire_len {
+                wire_len
+            } else {
+                tot
+            };
             (FAMILY_V4, src, dst, ihl, ip_len)
         }
         6 => {

@@ -316,8 +316,12 @@ impl Agent {
     }
 
     fn http_record(&mut self, e: &Exchange, identity: &mut dyn PodResolver) -> Option<Record> {
-        let (source, destination) =
-            self.endpoints(e.flow.cgroup_id, e.flow.tuple.as_ref(), e.observer, identity)?;
+        let (source, destination) = self.endpoints(
+            e.flow.cgroup_id,
+            e.flow.tuple.as_ref(),
+            e.observer,
+            identity,
+        )?;
         let (path, query) = split_target(&e.request.target);
         let resp = e.response.as_ref();
         Some(Record::Http(Box::new(HttpRecord {
@@ -347,8 +351,12 @@ impl Agent {
     }
 
     fn flow_record(&mut self, f: &FlowSummary, identity: &mut dyn PodResolver) -> Option<Record> {
-        let (source, destination) =
-            self.endpoints(f.flow.cgroup_id, f.flow.tuple.as_ref(), f.observer, identity)?;
+        let (source, destination) = self.endpoints(
+            f.flow.cgroup_id,
+            f.flow.tuple.as_ref(),
+            f.observer,
+            identity,
+        )?;
         // Egress is client → server when the local socket is the client.
         let (to_server, to_client) = match f.observer {
             Observer::Client => (Direction::Egress, Direction::Ingress),

@@ -251,5 +251,5 @@ fn is_cgroup2(path: &Path) -> bool {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is NUL-terminated and `st` is writable.
     let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
-    rc == 0 && i64::from(st.f_type) == CGROUP2_SUPER_MAGIC
+    rc == 0 && st.f_type == CGROUP2_SUPER_MAGIC
 }

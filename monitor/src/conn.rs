@@ -397,17 +397,14 @@ impl Tracker {
     ) {
         let ns = last_ns;
         let out = &mut self.out;
-        let mut c = self
-            .conns
-            .remove(&cookie)
-            .unwrap_or_else(|| {
-                Conn::new(FlowInfo {
-                    cookie,
-                    cgroup_id,
-                    tuple: Some(tuple),
-                    first_ns: ns,
-                })
-            });
+        let mut c = self.conns.remove(&cookie).unwrap_or_else(|| {
+            Conn::new(FlowInfo {
+                cookie,
+                cgroup_id,
+                tuple: Some(tuple),
+                first_ns: ns,
+            })
+        });
         c.info.tuple.get_or_insert(tuple);
         for d in [Direction::Egress, Direction::Ingress] {
             if let Some(asm) = c.dirs[d.index()].asm.take() {
@@ -510,7 +507,9 @@ fn parse_assembly(c: &mut Conn, dir: Direction, out: &mut VecDeque<Output>) {
                 let head_len = head.head_len();
                 let body = head.body_len(c, dir);
                 let asm = c.dirs[dir.index()].asm.as_mut().expect("checked above");
-                let end_pos = body.map(|b| asm.pos + head_len + b);
+                let end_pos = body
+                    .and_then(|b| asm.pos.checked_add(head_len)?.checked_add(b))
+                    .filter(|&e| e <= asm.buf.len());
                 let rest_starts_message = end_pos.is_some_and(|e| {
                     e + 8 <= asm.buf.len() && {
                         let mut b = [0u8; 8];
@@ -804,7 +803,16 @@ mod tests {
             self.seq[dir.index()] = seq.wrapping_add(payload.len() as u32);
             let kind = classify(first8).unwrap_or(ChunkKind::Continuation);
             let n = payload.len().min(cap);
-            self.t.on_chunk(C, 1, dir, kind, seq, payload.len() as u32, &payload[..n], self.ns);
+            self.t.on_chunk(
+                C,
+                1,
+                dir,
+                kind,
+                seq,
+                payload.len() as u32,
+                &payload[..n],
+                self.ns,
+            );
         }
 
         /// A segment the kernel did not capture (body bytes): only sequence numbers move.
@@ -823,7 +831,8 @@ mod tests {
 
         fn close(&mut self) {
             let st = self.stats();
-            self.t.on_close(C, 1, tuple(), st, self.ns, CloseReason::Fin);
+            self.t
+                .on_close(C, 1, tuple(), st, self.ns, CloseReason::Fin);
         }
 
         fn outputs(&mut self) -> Vec<Output> {
@@ -882,7 +891,11 @@ mod tests {
     fn keep_alive_twenty_requests_in_order() {
         let mut s = Sim::new();
         for i in 0..20 {
-            s.send(E, format!("GET /r{i} HTTP/1.1\r\nHost: w\r\n\r\n").as_bytes(), 2048);
+            s.send(
+                E,
+                format!("GET /r{i} HTTP/1.1\r\nHost: w\r\n\r\n").as_bytes(),
+                2048,
+            );
             s.send(I, &resp(10 + i), 2048);
         }
         s.close();
@@ -912,7 +925,12 @@ mod tests {
         let ex = exchanges(&outs);
         let got: Vec<_> = ex
             .iter()
-            .map(|e| (e.request.target.clone(), e.response.as_ref().unwrap().body_bytes))
+            .map(|e| {
+                (
+                    e.request.target.clone(),
+                    e.response.as_ref().unwrap().body_bytes,
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -937,7 +955,10 @@ mod tests {
         let outs = s.outputs();
         let ex = exchanges(&outs);
         assert_eq!(ex.len(), 1);
-        assert_eq!(ex[0].response.as_ref().unwrap().body_bytes, Some(1_048_576 + 700));
+        assert_eq!(
+            ex[0].response.as_ref().unwrap().body_bytes,
+            Some(1_048_576 + 700)
+        );
     }
 
     #[test]
@@ -974,7 +995,11 @@ mod tests {
     #[test]
     fn post_body_measured() {
         let mut s = Sim::new();
-        s.send(E, b"POST /echo HTTP/1.1\r\nHost: w\r\nContent-Length: 5000\r\n\r\n", 2048);
+        s.send(
+            E,
+            b"POST /echo HTTP/1.1\r\nHost: w\r\nContent-Length: 5000\r\n\r\n",
+            2048,
+        );
         s.send_uncaptured(E, 5000);
         s.send(I, &resp(13), 2048);
         s.close();
@@ -1028,7 +1053,16 @@ mod tests {
         let req = b"GET /once HTTP/1.1\r\nHost: w\r\n\r\n";
         s.send(E, req, 2048);
         // Same sequence number again.
-        s.t.on_chunk(C, 1, E, ChunkKind::RequestStart, 1000, req.len() as u32, req, 50);
+        s.t.on_chunk(
+            C,
+            1,
+            E,
+            ChunkKind::RequestStart,
+            1000,
+            req.len() as u32,
+            req,
+            50,
+        );
         s.send(I, &resp(1), 2048);
         s.close();
         assert_eq!(exchanges(&s.outputs()).len(), 1);

@@ -132,7 +132,10 @@ pub fn parse_truncated_request(buf: &[u8]) -> Option<RequestHead> {
         return None;
     }
     // Only header lines that ended before the truncation point are trusted.
-    let complete = &buf[..buf.windows(2).rposition(|w| w == b"\r\n").unwrap_or(line_end)];
+    let complete = &buf[..buf
+        .windows(2)
+        .rposition(|w| w == b"\r\n")
+        .unwrap_or(line_end)];
     let host = complete
         .split(|&b| b == b'\n')
         .skip(1)
@@ -189,7 +192,10 @@ pub fn parse_truncated_response(buf: &[u8]) -> Option<ResponseHead> {
 
 /// True if a response with this status to this method has no body (RFC 9112 §6.3).
 pub fn response_has_no_body(method: &str, status: u16) -> bool {
-    method.eq_ignore_ascii_case("HEAD") || (100..200).contains(&status) || status == 204 || status == 304
+    method.eq_ignore_ascii_case("HEAD")
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304
 }
 
 #[cfg(test)]
@@ -205,7 +211,8 @@ mod tests {
 
     #[test]
     fn request_with_query_and_host() {
-        let raw = b"GET /internal/admin/v0/users/lookup?fields=ssn_last4,email&state=CA HTTP/1.1\r\n\
+        let raw =
+            b"GET /internal/admin/v0/users/lookup?fields=ssn_last4,email&state=CA HTTP/1.1\r\n\
                     Host: svc-user-profile-service\r\nAccept: */*\r\n\r\n";
         let h = complete(parse_request(raw).unwrap());
         assert_eq!(h.method, "GET");
@@ -232,7 +239,10 @@ mod tests {
             parse_request(b"GET /a HTTP/1.1\r\nHost: x\r\n").unwrap(),
             Parsed::Partial
         );
-        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\n").unwrap(), Parsed::Partial);
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\n").unwrap(),
+            Parsed::Partial
+        );
     }
 
     #[test]
@@ -271,9 +281,8 @@ mod tests {
 
     #[test]
     fn response_body_rules() {
-        let h = complete(
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9612\r\n\r\n").unwrap(),
-        );
+        let h =
+            complete(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9612\r\n\r\n").unwrap());
         assert_eq!((h.status, h.body), (200, BodyLength::Declared(9612)));
         let h = complete(
             parse_response(
@@ -287,8 +296,7 @@ mod tests {
         assert!(response_has_no_body("GET", 100));
         assert!(!response_has_no_body("GET", 200));
         assert_eq!(
-            parse_truncated_response(b"HTTP/1.1 404 Not Found\r\nServer: ng")
-                .map(|h| h.status),
+            parse_truncated_response(b"HTTP/1.1 404 Not Found\r\nServer: ng").map(|h| h.status),
             Some(404)
         );
     }

@@ -104,7 +104,10 @@ struct File {
     externals: Vec<Pod>,
     /// Lab-only topology settings; ignored by the agent.
     #[serde(default)]
-    #[expect(dead_code, reason = "owned by the lab; accepted so one file serves both")]
+    #[expect(
+        dead_code,
+        reason = "owned by the lab; accepted so one file serves both"
+    )]
     lab: Option<serde_yaml_ng::Value>,
 }
 
@@ -116,10 +119,11 @@ pub struct Inventory {
     pods: Vec<Arc<Pod>>,
     by_ip: HashMap<IpAddr, Arc<Pod>>,
     by_cgroup: HashMap<u64, Arc<Pod>>,
-    last_scan: Option<Instant>,
+    /// cgroup ids a rescan did not resolve, and when: retried after [`RESCAN_EVERY`].
+    misses: HashMap<u64, Instant>,
 }
 
-/// Minimum time between two rescans of the pods' cgroup directories.
+/// Minimum time between two rescans for the same unknown cgroup id.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
 
 impl Inventory {
@@ -168,9 +172,7 @@ impl Inventory {
                 )));
             }
             if let Some(cg) = &pod.cgroup
-                && cg
-                    .components()
-                    .any(|c| !matches!(c, Component::Normal(_)))
+                && cg.components().any(|c| !matches!(c, Component::Normal(_)))
             {
                 return Err(invalid(format!(
                     "pod {}: cgroup {} must be a relative path below the agent's --cgroup \
@@ -196,7 +198,7 @@ impl Inventory {
             pods,
             by_ip,
             by_cgroup: HashMap::new(),
-            last_scan: None,
+            misses: HashMap::new(),
         };
         inv.rescan();
         Ok(inv)
@@ -209,7 +211,6 @@ impl Inventory {
 
     /// Re-reads the cgroup ids of every pod whose cgroup directory exists now.
     fn rescan(&mut self) {
-        self.last_scan = Some(Instant::now());
         for pod in &self.pods {
             if let Some(cg) = &pod.cgroup
                 && let Ok(meta) = std::fs::metadata(self.cgroup_root.join(cg))
@@ -229,11 +230,24 @@ impl PodResolver for Inventory {
         if let Some(p) = self.by_cgroup.get(&id) {
             return Some(p.clone());
         }
-        // A pod started after the agent: its cgroup directory is new. Rescan, rate-limited.
-        if self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
-            self.rescan();
+        // A pod started after the agent: its cgroup directory is new. Rescan at once for an id
+        // never seen, then at most once per interval for the same id (non-pod cgroups such as
+        // system services would otherwise cause a rescan per record).
+        if self
+            .misses
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < RESCAN_EVERY)
+        {
+            return None;
         }
-        self.by_cgroup.get(&id).cloned()
+        self.rescan();
+        let found = self.by_cgroup.get(&id).cloned();
+        if found.is_none() {
+            self.misses.insert(id, Instant::now());
+        } else {
+            self.misses.remove(&id);
+        }
+        found
     }
 
     fn by_ip(&self, ip: IpAddr) -> Option<Arc<Pod>> {
@@ -257,7 +271,10 @@ mod tests {
         .unwrap();
         assert_eq!(inv.node(), "n1");
         let a = inv.by_ip("fd00::1".parse().unwrap()).unwrap();
-        assert_eq!((a.name.as_str(), a.service.as_deref()), ("a", Some("svc-a")));
+        assert_eq!(
+            (a.name.as_str(), a.service.as_deref()),
+            ("a", Some("svc-a"))
+        );
         assert!(inv.by_ip("10.9.9.9".parse().unwrap()).unwrap().external);
         assert!(inv.by_ip("10.0.0.2".parse().unwrap()).is_none());
     }
@@ -267,23 +284,38 @@ mod tests {
         let err = parse("node: n1\npods:\n  - name: a\n    ips: [10.0.0.1\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("inv.yaml:"), "{msg}");
-        assert!(matches!(err, InventoryError::Parse { line, .. } if line >= 4), "{msg}");
+        assert!(
+            matches!(err, InventoryError::Parse { line, .. } if line >= 4),
+            "{msg}"
+        );
     }
 
     #[test]
     fn schema_errors_name_the_position() {
         let err = parse("node: n1\npods:\n  - name: a\n    ips: [not-an-ip]\n").unwrap_err();
-        assert!(matches!(err, InventoryError::Parse { line: 4, .. }), "{err}");
+        assert!(
+            matches!(err, InventoryError::Parse { line: 4, .. }),
+            "{err}"
+        );
         let err = parse("node: n1\npods:\n  - name: a\n    colour: red\n").unwrap_err();
-        assert!(matches!(err, InventoryError::Parse { line: 4, .. }), "{err}");
+        assert!(
+            matches!(err, InventoryError::Parse { line: 4, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("colour"), "{err}");
     }
 
     #[test]
     fn semantic_errors_name_the_entry() {
-        let err = parse("node: n1\npods:\n  - {name: a, ips: [10.0.0.1]}\n  - {name: b, ips: [10.0.0.1]}\n")
-            .unwrap_err();
-        assert!(err.to_string().contains("10.0.0.1 is given to both a and b"), "{err}");
+        let err = parse(
+            "node: n1\npods:\n  - {name: a, ips: [10.0.0.1]}\n  - {name: b, ips: [10.0.0.1]}\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("10.0.0.1 is given to both a and b"),
+            "{err}"
+        );
         let err = parse("node: n1\npods:\n  - {name: a, cgroup: ../../etc}\n").unwrap_err();
         assert!(err.to_string().contains("pod a: cgroup ../../etc"), "{err}");
         assert!(parse("node: ''\n").is_err());
@@ -301,11 +333,13 @@ mod tests {
         .unwrap();
         let ino = std::fs::metadata(dir.join("pod-a")).unwrap().ino();
         assert_eq!(inv.by_cgroup(ino).unwrap().name, "a");
-        // A pod whose cgroup appears later is found after the rescan interval.
+        // A pod whose cgroup appears later is found on its first lookup.
         std::fs::create_dir_all(dir.join("pod-late")).unwrap();
         let late = std::fs::metadata(dir.join("pod-late")).unwrap().ino();
-        inv.last_scan = Some(Instant::now() - RESCAN_EVERY);
         assert_eq!(inv.by_cgroup(late).unwrap().name, "late");
+        // An id that is no pod is remembered, not rescanned for on every record.
+        assert!(inv.by_cgroup(u64::MAX).is_none());
+        assert!(inv.misses.contains_key(&u64::MAX));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,1 +1,217 @@
-//! Lab tests live in tests/tests/.
+//! Harness for the lab tests: start a lab from an inventory, run the real `monitor agent`
+//! against it, drive real clients inside pods, and collect the agent's NDJSON records.
+//!
+//! These tests need root and a kernel with cgroup v2 and BPF; they check that first and fail
+//! with a message saying what is missing. They never skip.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+use xtask::lab::{Lab, LabOptions};
+
+/// Fails loudly unless the test can do what lab tests need.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "lab tests need root (network namespaces, cgroups, BPF): run `cargo xtask test` as root"
+    );
+    assert!(
+        Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "lab tests need a kernel with BTF (/sys/kernel/btf/vmlinux is missing)"
+    );
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// The `monitor` binary under test: `$MONITOR_BIN`, else `target/release/monitor`.
+pub fn monitor_bin() -> PathBuf {
+    let p = std::env::var_os("MONITOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release/monitor"));
+    assert!(
+        p.exists(),
+        "monitor binary {} not found: build it with `cargo build --release -p monitor` or set \
+         MONITOR_BIN (`cargo xtask test` does both)",
+        p.display()
+    );
+    p
+}
+
+/// The test lab inventory.
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}
+
+/// Brings up a lab with a prefix unique to the test (so a leftover from a crashed run of one
+/// test cannot collide with another).
+pub fn lab(prefix: &str, inventory: &Path) -> Lab {
+    require_root();
+    // A previous crashed run may have left this prefix behind.
+    let _ = xtask::lab::down_from_state(prefix);
+    Lab::up(&LabOptions {
+        inventory: inventory.to_owned(),
+        prefix: prefix.to_owned(),
+        cgroup_mount: None,
+    })
+    .unwrap_or_else(|e| panic!("lab {prefix} failed to start: {e:#}"))
+}
+
+/// A running `monitor agent`.
+#[derive(Debug)]
+pub struct Agent {
+    child: Child,
+    records: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Starts the agent on `lab` (root netns, root cgroup) and waits until it is attached.
+    pub fn start(lab: &Lab) -> Result<Self> {
+        Self::start_with(lab, &[])
+    }
+
+    /// Like [`Agent::start`] with extra arguments.
+    pub fn start_with(lab: &Lab, extra: &[&str]) -> Result<Self> {
+        Self::start_with_inventory(lab, lab.inventory_path(), extra)
+    }
+
+    /// Like [`Agent::start_with`] with another inventory file.
+    pub fn start_with_inventory(lab: &Lab, inventory: &Path, extra: &[&str]) -> Result<Self> {
+        let ready = lab.run_dir().join("agent-ready");
+        let _ = std::fs::remove_file(&ready);
+        let mut child = Command::new(monitor_bin())
+            .arg("agent")
+            .arg("--inventory")
+            .arg(inventory)
+            .arg("--cgroup")
+            .arg(lab.attach_cgroup())
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start monitor agent")?;
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().context("no stdout")?;
+        let err = child.stderr.take().context("no stderr")?;
+        let r = records.clone();
+        let e = stderr.clone();
+        let readers = vec![
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|err| panic!("agent printed non-JSON {line:?}: {err}"));
+                    r.lock().expect("lock").push(v);
+                }
+            }),
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut s = e.lock().expect("lock");
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }),
+        ];
+        let mut agent = Self {
+            child,
+            records,
+            stderr,
+            readers,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            if let Some(status) = agent.child.try_wait()? {
+                bail!(
+                    "agent exited ({status}) before attaching:\n{}",
+                    agent.stderr()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("agent not attached after 30 s:\n{}", agent.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(agent)
+    }
+
+    /// The agent's log so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// The agent's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the agent with SIGINT (as an operator would) and returns every record it wrote.
+    pub fn stop(mut self) -> Result<Vec<Value>> {
+        // Give the drain timer and the body-completion poll a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait()?;
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        if !status.success() {
+            bail!("agent exited with {status}:\n{}", self.stderr());
+        }
+        Ok(std::mem::take(&mut *self.records.lock().expect("lock")))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a short client command inside a pod; fails with its output if it fails.
+pub fn run_in(lab: &Lab, pod: &str, program: &str, args: &[&str]) -> String {
+    let mut cmd = lab.command(pod, program).expect("pod exists");
+    cmd.args(args);
+    let out = cmd.output().expect("client starts");
+    assert!(
+        out.status.success(),
+        "{pod}: {program} {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The raw TCP client script.
+pub fn rawclient() -> String {
+    repo_root()
+        .join("tests/clients/rawclient.py")
+        .display()
+        .to_string()
+}
+
+/// Records of one kind.
+pub fn of_kind<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["kind"] == kind).collect()
+}

@@ -1,0 +1,202 @@
+//! The `cargo xtask` command line (clap derive) and its dispatch to the library modules.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{ci, demo, lab, setup, util};
+
+/// Developer and CI tasks of the monitor workspace.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// `cargo xtask` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Install what this machine needs to build and test the monitor (idempotent; root).
+    Setup {
+        /// cgroup v2 mount to check (default: found in /proc/self/mountinfo).
+        #[arg(long)]
+        cgroup_mount: Option<PathBuf>,
+    },
+    /// The local lab: network namespaces, veths and cgroups built from an inventory.
+    Lab {
+        /// Lab action.
+        #[command(subcommand)]
+        command: LabCmd,
+    },
+    /// Replay the Vantage incident against the lab with the real agent and curl.
+    Demo(DemoArgs),
+    /// Run the whole test pipeline (what CI runs): setup, fmt, clippy, tests, lab tests.
+    Test {
+        /// Do not run the lab tests (monitor-tests).
+        #[arg(long)]
+        no_lab: bool,
+        /// cgroup v2 mount for setup's check.
+        #[arg(long)]
+        cgroup_mount: Option<PathBuf>,
+    },
+}
+
+/// `cargo xtask lab` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LabCmd {
+    /// Build the lab, start its servers, and leave it running (state in /run/monitor-lab).
+    Up(LabUpArgs),
+    /// Remove a lab recorded in its state file (also after a crash).
+    Down {
+        /// Lab name prefix.
+        #[arg(long, default_value = lab::DEFAULT_PREFIX)]
+        prefix: String,
+        /// Remove it even if the process that owns it is still running.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show what a lab created (its state file).
+    Status {
+        /// Lab name prefix.
+        #[arg(long, default_value = lab::DEFAULT_PREFIX)]
+        prefix: String,
+    },
+}
+
+/// Arguments of `cargo xtask lab up`.
+#[derive(Debug, Args)]
+pub struct LabUpArgs {
+    /// Inventory file (topology, servers).
+    #[arg(long, default_value_os_t = crate::default_inventory())]
+    pub inventory: PathBuf,
+    /// Lab name prefix (1-8 lowercase letters/digits): names netns, interfaces, cgroups.
+    #[arg(long, default_value = lab::DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// cgroup v2 mount (default: found in /proc/self/mountinfo).
+    #[arg(long)]
+    pub cgroup_mount: Option<PathBuf>,
+}
+
+/// Arguments of `cargo xtask demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Inventory file (must contain the Vantage pods).
+    #[arg(long, default_value_os_t = crate::default_inventory())]
+    pub inventory: PathBuf,
+    /// Lab name prefix.
+    #[arg(long, default_value = demo::DEMO_PREFIX)]
+    pub prefix: String,
+    /// cgroup v2 mount (default: found in /proc/self/mountinfo).
+    #[arg(long)]
+    pub cgroup_mount: Option<PathBuf>,
+    /// Do not build the agent; use the existing binary.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Agent binary (default: `<target>/release/monitor`).
+    #[arg(long)]
+    pub monitor_bin: Option<PathBuf>,
+    /// Extra argument for `monitor agent` (repeatable), e.g. `--agent-arg=--policy=p.yaml`.
+    #[arg(long = "agent-arg", allow_hyphen_values = true)]
+    pub agent_args: Vec<String>,
+    /// Echo the agent's logs (stderr) while it runs.
+    #[arg(long)]
+    pub agent_logs: bool,
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    util::set_cli_output();
+    util::install_interrupt_handler();
+    match cli.command {
+        Cmd::Setup { cgroup_mount } => setup::run(&setup::SetupOptions { cgroup_mount }),
+        Cmd::Lab { command } => run_lab(command),
+        Cmd::Demo(a) => demo::run(&demo::DemoOptions {
+            inventory: a.inventory,
+            prefix: a.prefix,
+            cgroup_mount: a.cgroup_mount,
+            no_build: a.no_build,
+            monitor_bin: a.monitor_bin,
+            agent_args: a.agent_args,
+            agent_logs: a.agent_logs,
+        }),
+        Cmd::Test {
+            no_lab,
+            cgroup_mount,
+        } => ci::run(&ci::TestOptions {
+            no_lab,
+            cgroup_mount,
+        }),
+    }
+}
+
+fn run_lab(command: LabCmd) -> Result<()> {
+    match command {
+        LabCmd::Up(a) => {
+            let lab = lab::Lab::up(&lab::LabOptions {
+                inventory: a.inventory,
+                prefix: a.prefix.clone(),
+                cgroup_mount: a.cgroup_mount,
+            })?;
+            crate::outln!("{}", lab.describe().trim_end());
+            let attach = lab.attach_cgroup().to_path_buf();
+            let example = lab.members().first().map(|m| m.netns.clone());
+            let state = lab.detach()?;
+            crate::outln!(
+                "lab {}: left running; state in {}",
+                a.prefix,
+                state.display()
+            );
+            crate::outln!(
+                "  agent:   monitor agent --inventory <inventory> --cgroup {}",
+                attach.display()
+            );
+            if let Some(ns) = example {
+                crate::outln!("  try:     ip netns exec {ns} curl -s http://<pod ip>/");
+            }
+            crate::outln!("  remove:  cargo xtask lab down --prefix {}", a.prefix);
+            Ok(())
+        }
+        LabCmd::Down { prefix, force } => lab::down_from_state_opts(&prefix, force),
+        LabCmd::Status { prefix } => {
+            match lab::State::load(&prefix)? {
+                None => crate::outln!(
+                    "lab {prefix}: not up (no {})",
+                    lab::State::path(&prefix).display()
+                ),
+                Some(st) => {
+                    crate::outln!(
+                        "lab {prefix}: state {}",
+                        lab::State::path(&prefix).display()
+                    );
+                    crate::outln!("  inventory    {}", st.inventory.display());
+                    crate::outln!("  root cgroup  {}", st.root_cgroup.display());
+                    crate::outln!("  run dir      {}", st.run_dir.display());
+                    match st.owner {
+                        Some(o) if o.running() => {
+                            crate::outln!("  owner        pid {} (running)", o.pid)
+                        }
+                        Some(o) => crate::outln!("  owner        pid {} (gone)", o.pid),
+                        None => {
+                            crate::outln!("  owner        none (detached: `cargo xtask lab down`)")
+                        }
+                    }
+                    crate::outln!("  netns        {}", st.netns.join(" "));
+                    for p in &st.processes {
+                        let alive = if p.id.running() { "running" } else { "gone" };
+                        crate::outln!(
+                            "  process      {} in {} (pid {}, {alive})",
+                            p.what,
+                            p.pod,
+                            p.id.pid
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}

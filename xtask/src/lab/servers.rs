@@ -1,0 +1,199 @@
+//! The servers the lab starts in pods: nginx (generated config and static bodies of exact
+//! sizes), the Python HTTP server and the TCP echo server (scripts embedded from `xtask/lab/`
+//! and written into the run directory).
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+
+use crate::inventory::{INDEX_FILE, Server, ServerKind, route_file};
+
+/// `xtask/lab/server.py`: HTTP/1.1 keep-alive server (chunked, echo, sized bodies).
+pub const SERVER_PY: &str = include_str!("../../lab/server.py");
+/// `xtask/lab/echo.py`: TCP echo server.
+pub const ECHO_PY: &str = include_str!("../../lab/echo.py");
+
+/// A server ready to be started: program, arguments and log file.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Program to run (inside the pod).
+    pub program: OsString,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Where its stdout/stderr (and nginx's error log) go.
+    pub log: PathBuf,
+    /// Short description, e.g. `nginx:80`.
+    pub what: String,
+}
+
+/// The Python interpreter to use: Debian's (installed by setup) if present, else `python3`.
+pub fn python() -> OsString {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3".into()
+    } else {
+        "python3".into()
+    }
+}
+
+/// Writes the embedded scripts into the lab's run directory.
+pub fn write_scripts(run_dir: &Path) -> Result<()> {
+    for (name, text) in [("server.py", SERVER_PY), ("echo.py", ECHO_PY)] {
+        let p = run_dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Prepares `server` for the host whose run directory is `host_dir` (configs, static files),
+/// and says how to start it. `ipv6` adds IPv6 listeners.
+pub fn prepare(run_dir: &Path, host_dir: &Path, server: &Server, ipv6: bool) -> Result<Plan> {
+    let what = format!("{}:{}", server.kind, server.port);
+    let log = host_dir.join(format!("{}-{}.log", server.kind, server.port));
+    let port = server.port.to_string();
+    match server.kind {
+        ServerKind::Nginx => {
+            let dir = host_dir.join(format!("nginx-{}", server.port));
+            let www = dir.join("www");
+            std::fs::create_dir_all(dir.join("tmp"))
+                .and_then(|()| std::fs::create_dir_all(&www))
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            for (route, bytes) in &server.routes {
+                let file = www.join(route_file(route).trim_start_matches('/'));
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                }
+                std::fs::write(&file, body(*bytes))
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+            }
+            let conf = dir.join("nginx.conf");
+            std::fs::write(&conf, nginx_conf(&dir, &log, server, ipv6))
+                .with_context(|| format!("cannot write {}", conf.display()))?;
+            Ok(Plan {
+                program: "nginx".into(),
+                args: vec![
+                    "-p".into(),
+                    dir.clone().into(),
+                    "-c".into(),
+                    conf.into(),
+                    "-e".into(),
+                    log.clone().into(),
+                ],
+                log,
+                what,
+            })
+        }
+        ServerKind::Python | ServerKind::TcpEcho => {
+            let script = if server.kind == ServerKind::Python {
+                "server.py"
+            } else {
+                "echo.py"
+            };
+            Ok(Plan {
+                program: python(),
+                args: vec![
+                    "-u".into(),
+                    run_dir.join(script).into(),
+                    "--port".into(),
+                    port.into(),
+                    if ipv6 { "--dual-stack" } else { "--ipv4-only" }.into(),
+                ],
+                log,
+                what,
+            })
+        }
+    }
+}
+
+/// Exactly `n` bytes of printable filler (a repeating alphabet, a newline every 64 bytes).
+pub fn body(n: u64) -> Vec<u8> {
+    const LINE: &[u8; 64] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.\n";
+    LINE.iter()
+        .copied()
+        .cycle()
+        .take(n.try_into().unwrap_or(usize::MAX))
+        .collect()
+}
+
+/// The nginx configuration of one server: single process in the foreground, everything
+/// (pid, temp dirs, error log) under the server's run directory, static files with
+/// Content-Length, unknown paths 404, POST to a route answered like GET (200 + the body).
+pub fn nginx_conf(dir: &Path, log: &Path, server: &Server, ipv6: bool) -> String {
+    let d = dir.display();
+    let mut c = String::new();
+    let _ = writeln!(c, "# Generated by `cargo xtask lab`; do not edit.");
+    let _ = writeln!(c, "daemon off;");
+    let _ = writeln!(c, "master_process off;");
+    let _ = writeln!(c, "worker_processes 1;");
+    let _ = writeln!(c, "pid {d}/nginx.pid;");
+    let _ = writeln!(c, "error_log {} warn;", log.display());
+    let _ = writeln!(c, "events {{ worker_connections 1024; }}");
+    let _ = writeln!(c, "http {{");
+    let _ = writeln!(c, "    access_log off;");
+    let _ = writeln!(c, "    sendfile on;");
+    let _ = writeln!(c, "    server_tokens off;");
+    let _ = writeln!(c, "    etag off;");
+    let _ = writeln!(c, "    keepalive_requests 100000;");
+    let _ = writeln!(c, "    keepalive_timeout 75s;");
+    let _ = writeln!(c, "    default_type text/plain;");
+    for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+        let _ = writeln!(c, "    {t}_temp_path {d}/tmp/{t};");
+    }
+    let _ = writeln!(c, "    server {{");
+    let _ = writeln!(c, "        listen {};", server.port);
+    if ipv6 {
+        let _ = writeln!(c, "        listen [::]:{} ipv6only=on;", server.port);
+    }
+    let _ = writeln!(c, "        server_name _;");
+    let _ = writeln!(c, "        root {d}/www;");
+    let _ = writeln!(
+        c,
+        "        # POST to a static route: answer as GET (200 and the body)."
+    );
+    let _ = writeln!(c, "        error_page 405 =200 $uri;");
+    let _ = writeln!(c, "        location / {{ try_files $uri =404; }}");
+    for route in server.routes.keys().filter(|r| r.ends_with('/')) {
+        let _ = writeln!(
+            c,
+            "        location = {route} {{ try_files {route}{INDEX_FILE} =404; }}"
+        );
+    }
+    let _ = writeln!(c, "    }}");
+    let _ = writeln!(c, "}}");
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn body_has_exact_size() {
+        for n in [0, 1, 63, 64, 65, 1044, 9612] {
+            assert_eq!(body(n).len() as u64, n);
+        }
+    }
+
+    #[test]
+    fn conf_has_routes_and_run_dir_paths() {
+        let s = Server {
+            kind: ServerKind::Nginx,
+            port: 80,
+            routes: BTreeMap::from([("/".to_string(), 612), ("/small".to_string(), 100)]),
+        };
+        let c = nginx_conf(
+            Path::new("/run/x/web/nginx-80"),
+            Path::new("/run/x/web/nginx-80.log"),
+            &s,
+            true,
+        );
+        assert!(c.contains("pid /run/x/web/nginx-80/nginx.pid;"));
+        assert!(c.contains("listen [::]:80 ipv6only=on;"));
+        assert!(c.contains("location = / { try_files /__index =404; }"));
+        assert!(c.contains("client_body_temp_path /run/x/web/nginx-80/tmp/client_body;"));
+        assert!(!c.contains("/var/"));
+    }
+}
