@@ -162,7 +162,7 @@ const _: () = assert!(core::mem::size_of::<FlowClose>() == 160);
 mod user {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-    use super::{FAMILY_V4, FAMILY_V6, FlowState, FlowTuple};
+    use super::{FAMILY_V4, FAMILY_V6, FlowState, FlowTuple, Initiator};
     use crate::record::{RecordKind, user::DecodeError};
 
     // SAFETY: `#[repr(C)]`, fixed-width integers and explicit padding only.
@@ -176,6 +176,13 @@ mod user {
                     kind,
                     field: "family",
                     value: u64::from(self.family),
+                });
+            }
+            if self.initiator > Initiator::Local as u8 {
+                return Err(DecodeError::Field {
+                    kind,
+                    field: "initiator",
+                    value: u64::from(self.initiator),
                 });
             }
             Ok(())

@@ -182,6 +182,17 @@ pub mod user {
                 check_len::<FlowClose>(kind, &hdr, buf)?;
                 let r: FlowClose = read(buf).ok_or(DecodeError::Short(buf.len(), 0))?;
                 r.tuple.check(kind)?;
+                // The kernel only ever writes FIN or RST.
+                if !matches!(
+                    crate::flow::CloseReason::from_u8(r.reason),
+                    Some(crate::flow::CloseReason::Fin | crate::flow::CloseReason::Rst)
+                ) {
+                    return Err(DecodeError::Field {
+                        kind,
+                        field: "reason",
+                        value: u64::from(r.reason),
+                    });
+                }
                 Ok(Record::FlowClose(r))
             }
             RecordKind::HttpChunk => {

@@ -100,7 +100,8 @@ pub fn parse(ctx: &SkBuffContext) -> Option<Segment> {
         dst,
         sport: u16::from_be_bytes(tcp.source),
         dport: u16::from_be_bytes(tcp.dest),
-        seq: u32::from_be_bytes(tcp.seq),
+        // A SYN takes one sequence number before its payload (TCP Fast Open data).
+        seq: u32::from_be_bytes(tcp.seq).wrapping_add(u32::from(tcp.syn() != 0)),
         syn: tcp.syn() != 0,
         ack: tcp.ack() != 0,
         fin: tcp.fin() != 0,

@@ -209,7 +209,8 @@ impl Agent {
                     c.meta.hdr.ts_ns,
                 ),
                 Ok(Raw::FlowClose(r)) => {
-                    let reason = CloseReason::from_u8(r.reason).unwrap_or(CloseReason::Fin);
+                    // `decode` accepted only FIN or RST.
+                    let reason = CloseReason::from_u8(r.reason).unwrap_or(CloseReason::Rst);
                     self.tracker.on_close(
                         r.hdr.cookie,
                         r.hdr.cgroup_id,

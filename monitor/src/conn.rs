@@ -210,6 +210,8 @@ struct Conn {
     req_dir: Option<Direction>,
     exchanges: u64,
     closed: bool,
+    /// When the flow table was last read for this connection, boot-time ns.
+    progress_ns: u64,
 }
 
 /// Tracks every connection the kernel reports.
@@ -228,6 +230,7 @@ impl Conn {
             req_dir: None,
             exchanges: 0,
             closed: false,
+            progress_ns: 0,
         }
     }
 
@@ -381,6 +384,7 @@ impl Tracker {
                     c.extend_known(d, s.end_seq, ns);
                 }
             }
+            c.progress_ns = c.progress_ns.max(ns);
             complete_ready(c, out, false);
         }
     }
@@ -671,6 +675,7 @@ fn complete_ready(c: &mut Conn, out: &mut VecDeque<Output>, closed: bool) {
             return;
         };
         let known = c.dirs[resp_dir.index()].known_end;
+        let progress_ns = c.progress_ns;
         let Some(r) = &mut p.resp else {
             if closed {
                 emit_front(c, out, Completion::NoResponse);
@@ -695,6 +700,12 @@ fn complete_ready(c: &mut Conn, out: &mut VecDeque<Output>, closed: bool) {
             };
         }
         if r.end.is_none() {
+            return;
+        }
+        // A chunked request body not bounded by a next request is only known once the flow
+        // table has been read after the response (the server answered, so the body is in).
+        let unbounded = matches!(p.req.head.body, BodyLength::Chunked) && p.req.end.is_none();
+        if unbounded && !closed && progress_ns <= r.ns {
             return;
         }
         emit_front(c, out, Completion::Complete);
