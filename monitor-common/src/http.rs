@@ -61,16 +61,28 @@ pub struct HttpChunkMeta {
 }
 const _: () = assert!(core::mem::size_of::<HttpChunkMeta>() == 48);
 
-/// Record: payload bytes of a segment that starts or continues an HTTP head.
+/// Record: payload bytes of a segment that starts or continues an HTTP head, in a slot of `N`
+/// bytes. The kernel picks the smallest size class that holds the payload, so the ring buffer
+/// is not filled with mostly-empty 2 KiB slots: most heads are a few hundred bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct HttpChunk {
+pub struct HttpChunkOf<const N: usize> {
     /// Fixed part.
     pub meta: HttpChunkMeta,
     /// The first `meta.captured` bytes are valid.
-    pub data: [u8; HTTP_CAPTURE],
+    pub data: [u8; N],
 }
+
+/// Slot size of the small class.
+pub const HTTP_CAPTURE_SMALL: usize = 512;
+
+/// The large size class: up to [`HTTP_CAPTURE`] bytes.
+pub type HttpChunk = HttpChunkOf<HTTP_CAPTURE>;
+/// The small size class: up to [`HTTP_CAPTURE_SMALL`] bytes.
+pub type HttpChunkSmall = HttpChunkOf<HTTP_CAPTURE_SMALL>;
+
 const _: () = assert!(core::mem::size_of::<HttpChunk>() == 48 + HTTP_CAPTURE);
+const _: () = assert!(core::mem::size_of::<HttpChunkSmall>() == 48 + HTTP_CAPTURE_SMALL);
 
 /// Little-endian `u64` of the first bytes of `s` (at most eight), for masked prefix compares.
 pub const fn prefix_u64(s: &[u8]) -> u64 {

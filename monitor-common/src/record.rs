@@ -85,7 +85,7 @@ pub mod user {
     use super::{RECORD_VERSION, RecordHeader, RecordKind};
     use crate::{
         flow::{FlowClose, FlowOpen},
-        http::{HTTP_CAPTURE, HttpChunk, HttpChunkView},
+        http::{HTTP_CAPTURE, HTTP_CAPTURE_SMALL, HttpChunk, HttpChunkSmall, HttpChunkView},
     };
 
     /// Why a ring-buffer record could not be decoded.
@@ -196,11 +196,18 @@ pub mod user {
                 Ok(Record::FlowClose(r))
             }
             RecordKind::HttpChunk => {
-                check_len::<HttpChunk>(kind, &hdr, buf)?;
+                // Two size classes; the header says which.
+                let cap = if hdr.len as usize == size_of::<HttpChunkSmall>() {
+                    check_len::<HttpChunkSmall>(kind, &hdr, buf)?;
+                    HTTP_CAPTURE_SMALL
+                } else {
+                    check_len::<HttpChunk>(kind, &hdr, buf)?;
+                    HTTP_CAPTURE
+                };
                 let meta: crate::http::HttpChunkMeta =
                     read(buf).ok_or(DecodeError::Short(buf.len(), 0))?;
                 let field = |field, value| DecodeError::Field { kind, field, value };
-                if meta.captured as usize > HTTP_CAPTURE || meta.captured > meta.payload_len {
+                if meta.captured as usize > cap || meta.captured > meta.payload_len {
                     return Err(field("captured", u64::from(meta.captured)));
                 }
                 let dir = crate::Direction::from_u8(meta.dir)

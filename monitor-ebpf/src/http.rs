@@ -6,7 +6,10 @@ use monitor_common::{
     Direction,
     counter::Counter,
     flow::FlowState,
-    http::{CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, HttpChunk, HttpChunkMeta, classify},
+    http::{
+        CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, HTTP_CAPTURE_SMALL, HttpChunk, HttpChunkMeta,
+        HttpChunkOf, classify,
+    },
     record::{RecordHeader, RecordKind},
 };
 
@@ -44,45 +47,58 @@ pub fn capture(
         }
         None => return,
     };
-    // A head that visibly ends in this segment needs no continuation.
+    // A head that visibly ends in this segment needs no continuation; nor does one longer
+    // than the capture (the agent cannot join a continuation to a cut-off head).
     let ends_head = len >= 4 && ctx.load::<u32>(off + len as usize - 4).ok() == Some(HEAD_END);
-    if ends_head {
+    if ends_head || len > HTTP_CAPTURE as u32 {
         *budget = 0;
     } else if !matches!(kind, ChunkKind::Continuation) {
         *budget = CONT_SEGMENTS;
     }
 
-    let Some(mut e) = EVENTS.reserve::<HttpChunk>(0) else {
-        count(Counter::RingbufFull);
-        return;
-    };
     if len > HTTP_CAPTURE as u32 {
         count(Counter::ChunkTruncated);
     }
+    let meta = HttpChunkMeta {
+        hdr: RecordHeader::new::<HttpChunk>(RecordKind::HttpChunk, now, cookie, st.cgroup_id),
+        dir: dir as u8,
+        chunk_kind: kind as u8,
+        _pad: [0; 2],
+        seq: seg.seq,
+        payload_len: len,
+        captured: 0,
+    };
+    if len as usize <= HTTP_CAPTURE_SMALL {
+        emit::<HTTP_CAPTURE_SMALL>(ctx, meta, seg.payload_off, len);
+    } else {
+        emit::<HTTP_CAPTURE>(ctx, meta, seg.payload_off, len);
+    }
+}
+
+/// Reserves a slot of size class `N`, copies up to `N` payload bytes into it and submits it.
+#[inline(always)]
+fn emit<const N: usize>(ctx: &SkBuffContext, mut meta: HttpChunkMeta, off: u32, len: u32) {
+    let Some(mut e) = EVENTS.reserve::<HttpChunkOf<N>>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
     // `black_box` stops the compiler from reusing the unclamped register, so the verifier sees
-    // the bound it needs for the copy below: 1..=HTTP_CAPTURE.
-    let n = core::hint::black_box(len.min(HTTP_CAPTURE as u32));
-    if n == 0 || n > HTTP_CAPTURE as u32 {
+    // the bound it needs for the copy below: 1..=N.
+    let n = core::hint::black_box(len.min(N as u32));
+    if n == 0 || n > N as u32 {
         e.discard(0);
         return;
     }
+    meta.hdr.len = core::mem::size_of::<HttpChunkOf<N>>() as u32;
+    meta.captured = n;
     let chunk = e.as_mut_ptr();
-    // SAFETY: `chunk` points at a reserved ring-buffer slot of `size_of::<HttpChunk>()` bytes;
-    // `n` is in 1..=HTTP_CAPTURE (len > 0 is the caller's precondition), so the copy stays
-    // inside `data`.
+    // SAFETY: `chunk` points at a reserved ring-buffer slot of `size_of::<HttpChunkOf<N>>()`
+    // bytes and `n` is in 1..=N, so the copy stays inside `data`.
     let ok = unsafe {
-        (*chunk).meta = HttpChunkMeta {
-            hdr: RecordHeader::new::<HttpChunk>(RecordKind::HttpChunk, now, cookie, st.cgroup_id),
-            dir: dir as u8,
-            chunk_kind: kind as u8,
-            _pad: [0; 2],
-            seq: seg.seq,
-            payload_len: len,
-            captured: n,
-        };
+        (*chunk).meta = meta;
         bpf_skb_load_bytes(
             ctx.skb.skb.cast_const().cast(),
-            seg.payload_off,
+            off,
             (*chunk).data.as_mut_ptr().cast(),
             n,
         ) == 0

@@ -33,7 +33,10 @@ use monitor_common::{
         CloseReason, DIR_FIN, DIR_RST, DIR_SEQ_VALID, DirStats, FAMILY_V4, FAMILY_V6, FLOWS_MAX,
         FlowClose, FlowOpen, FlowState, FlowTuple, Initiator, MAP_FLOWS,
     },
-    http::{CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, HttpChunk, HttpChunkMeta, REQUEST_PREFIXES},
+    http::{
+        CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, HTTP_CAPTURE_SMALL, HttpChunk, HttpChunkMeta,
+        HttpChunkSmall, REQUEST_PREFIXES,
+    },
     record::{MAP_EVENTS, RECORD_VERSION, RING_BYTES, RecordHeader, RecordKind, user},
 };
 
@@ -480,6 +483,10 @@ impl Harness {
         let (kind, len) = match r {
             Rec::Open(_) => (RecordKind::FlowOpen, size_of::<FlowOpen>()),
             Rec::Close(_) => (RecordKind::FlowClose, size_of::<FlowClose>()),
+            // The smallest size class that holds the payload.
+            Rec::Chunk(c) if c.meta.payload_len as usize <= HTTP_CAPTURE_SMALL => {
+                (RecordKind::HttpChunk, size_of::<HttpChunkSmall>())
+            }
             Rec::Chunk(_) => (RecordKind::HttpChunk, size_of::<HttpChunk>()),
         };
         assert_eq!(h.version, RECORD_VERSION);
@@ -1085,6 +1092,16 @@ fn oversized_start_segment_is_truncated_to_the_capture_size() {
     ]);
     // The end of the payload (past the capture) was read: the head ended there.
     assert_eq!(h.only_flow(out.cookie()).cont_budget, [0, 0]);
+
+    // Longer than the capture and not ending the head (head plus body in one super-packet):
+    // no continuation is armed, since the agent cannot join one to a cut-off head.
+    let mut body_follows = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n".to_vec();
+    body_follows.extend(std::iter::repeat_n(b'x', 3000));
+    let pkt = Pkt::v4_out().flags(ACK | PSH).seq(1).payload(&body_follows);
+    let out = h.run(Direction::Egress, &pkt.frame());
+    assert_eq!(out.kinds(), ["open", "chunk"]);
+    let st = h.cap.flow(out.cookie()).expect("flow entry by cookie");
+    assert_eq!(st.cont_budget, [0, 0]);
 }
 
 #[test]

@@ -154,6 +154,11 @@ pub fn nginx_conf(dir: &Path, log: &Path, server: &Server, ipv6: bool) -> String
     );
     let _ = writeln!(c, "        error_page 405 =200 $uri;");
     let _ = writeln!(c, "        location / {{ try_files $uri =404; }}");
+    let _ = writeln!(
+        c,
+        "        # Requests served, for tests that compare the monitor's records with them."
+    );
+    let _ = writeln!(c, "        location = /nginx_status {{ stub_status; }}");
     for route in server.routes.keys().filter(|r| r.ends_with('/')) {
         let _ = writeln!(
             c,
