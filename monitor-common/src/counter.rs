@@ -23,11 +23,14 @@ pub enum Counter {
     NotTcp = 5,
     /// Activity: HTTP chunks written.
     Chunks = 6,
+    /// Activity: flows not reported because the local client's own socket reports them
+    /// ([`crate::flow::FLOW_MIRRORED`]).
+    Mirrored = 7,
 }
 
 impl Counter {
     /// Number of counters (size of the array).
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -38,6 +41,7 @@ impl Counter {
         Self::Packets,
         Self::NotTcp,
         Self::Chunks,
+        Self::Mirrored,
     ];
 
     /// True for counters that count lost or incomplete data.
@@ -58,6 +62,7 @@ impl Counter {
             Self::Packets => "packets",
             Self::NotTcp => "not-tcp",
             Self::Chunks => "http-chunks",
+            Self::Mirrored => "mirrored-flows",
         }
     }
 }

@@ -84,9 +84,35 @@ pub struct FlowState {
     pub dir: [DirStats; 2],
     /// Payload segments per direction still captured as HTTP head continuations.
     pub cont_budget: [u8; 2],
+    /// `FLOW_*` flags.
+    pub flags: u8,
     /// Explicit padding, always zero.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 5],
 }
+
+/// [`FlowState::flags`]: the server end of an exchange whose client is a local monitored pod.
+/// Its first data packet was an incoming request from an address in [`MAP_LOCAL_PEERS`]; the
+/// client's own socket reports the exchange, so this one captures no HTTP and emits no flow
+/// records (it still counts bytes and packets).
+pub const FLOW_MIRRORED: u8 = 1;
+
+/// Name of the map of local monitored pods' addresses ([`PeerKey`] → `u8`), filled by the agent.
+pub const MAP_LOCAL_PEERS: &str = "LOCAL_PEERS";
+/// Capacity of [`MAP_LOCAL_PEERS`].
+pub const LOCAL_PEERS_MAX: u32 = 4096;
+
+/// Key of [`MAP_LOCAL_PEERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 3],
+    /// Address in network byte order; IPv4 in the first four bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);
 const _: () = assert!(core::mem::size_of::<FlowState>() == 136);
 
 /// Why a flow ended.
@@ -167,6 +193,30 @@ mod user {
 
     // SAFETY: `#[repr(C)]`, fixed-width integers and explicit padding only.
     unsafe impl aya::Pod for FlowState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PeerKey {}
+
+    impl super::PeerKey {
+        /// The key of `ip`.
+        pub fn new(ip: IpAddr) -> Self {
+            let mut addr = [0u8; 16];
+            let family = match ip {
+                IpAddr::V4(v4) => {
+                    addr[..4].copy_from_slice(&v4.octets());
+                    FAMILY_V4
+                }
+                IpAddr::V6(v6) => {
+                    addr = v6.octets();
+                    FAMILY_V6
+                }
+            };
+            Self {
+                family,
+                _pad: [0; 3],
+                addr,
+            }
+        }
+    }
 
     impl FlowTuple {
         /// Rejects values the kernel never writes.

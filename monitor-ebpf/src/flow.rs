@@ -10,15 +10,16 @@ use monitor_common::{
     Direction,
     counter::Counter,
     flow::{
-        CloseReason, DIR_FIN, DIR_RST, DIR_SEQ_VALID, DirStats, FlowClose, FlowOpen, FlowState,
-        FlowTuple, Initiator,
+        CloseReason, DIR_FIN, DIR_RST, DIR_SEQ_VALID, DirStats, FLOW_MIRRORED, FlowClose, FlowOpen,
+        FlowState, FlowTuple, Initiator, PeerKey,
     },
+    http::{ChunkKind, classify},
     record::{RecordHeader, RecordKind},
 };
 
 use crate::{
     http,
-    maps::{EVENTS, FLOWS, count, submit_flags},
+    maps::{EVENTS, FLOWS, LOCAL_PEERS, count, submit_flags},
     packet::{self, Segment},
 };
 
@@ -48,7 +49,8 @@ pub fn observe(ctx: &SkBuffContext, dir: Direction) {
             if !client_syn && seg.payload_len == 0 {
                 return;
             }
-            match open(ctx, dir, &seg, cookie, now, client_syn) {
+            let mirrored = is_mirrored(ctx, dir, &seg);
+            match open(ctx, dir, &seg, cookie, now, client_syn, mirrored) {
                 Some(p) => p,
                 None => return,
             }
@@ -69,7 +71,9 @@ pub fn observe(ctx: &SkBuffContext, dir: Direction) {
             d.end_seq = end;
             d.flags |= DIR_SEQ_VALID;
         }
-        http::capture(ctx, st, dir, &seg, cookie, now);
+        if st.flags & FLOW_MIRRORED == 0 {
+            http::capture(ctx, st, dir, &seg, cookie, now);
+        }
     }
     let d = &mut st.dir[dir.index()];
     if seg.fin {
@@ -85,7 +89,9 @@ pub fn observe(ctx: &SkBuffContext, dir: Direction) {
         } else {
             CloseReason::Fin
         };
-        close(st, cookie, now, reason);
+        if st.flags & FLOW_MIRRORED == 0 {
+            close(st, cookie, now, reason);
+        }
         let _ = FLOWS.remove(&cookie);
     }
 }
@@ -98,7 +104,29 @@ fn add(field: &mut u64, v: u64) {
     *field = field.wrapping_add(v);
 }
 
-/// Creates the flow entry and emits [`FlowOpen`]. `None` (counted) if the table is full.
+/// True for the server end of an exchange with a local monitored client: the first data
+/// packet is an incoming HTTP request from an address in `LOCAL_PEERS`. A client socket never
+/// receives a request first, so the client end is never mirrored and reports the exchange.
+#[inline(always)]
+fn is_mirrored(ctx: &SkBuffContext, dir: Direction, seg: &Segment) -> bool {
+    if !matches!(dir, Direction::Ingress) || seg.payload_len < 8 {
+        return false;
+    }
+    let first8 = ctx.load::<u64>(seg.payload_off as usize).unwrap_or(0);
+    if classify(first8) != Some(ChunkKind::RequestStart) {
+        return false;
+    }
+    let key = PeerKey {
+        family: seg.family,
+        _pad: [0; 3],
+        addr: seg.src,
+    };
+    // SAFETY: plain lookup; the value is not used beyond its presence.
+    unsafe { LOCAL_PEERS.get(&key) }.is_some()
+}
+
+/// Creates the flow entry and emits [`FlowOpen`] (unless mirrored). `None` (counted) if the
+/// table is full.
 #[inline(always)]
 fn open(
     ctx: &SkBuffContext,
@@ -107,6 +135,7 @@ fn open(
     cookie: u64,
     now: u64,
     client_syn: bool,
+    mirrored: bool,
 ) -> Option<*mut FlowState> {
     let (local_addr, remote_addr, local_port, remote_port) = match dir {
         Direction::Egress => (seg.src, seg.dst, seg.sport, seg.dport),
@@ -134,10 +163,14 @@ fn open(
         last_ns: now,
         dir: [DirStats::default(); 2],
         cont_budget: [0; 2],
-        _pad: [0; 6],
+        flags: if mirrored { FLOW_MIRRORED } else { 0 },
+        _pad: [0; 5],
     };
     // EEXIST means another CPU created it first: use theirs. Anything else is a full table.
-    if FLOWS.insert(&cookie, &state, BPF_NOEXIST.into()).is_ok() {
+    let inserted = FLOWS.insert(&cookie, &state, BPF_NOEXIST.into()).is_ok();
+    if inserted && mirrored {
+        count(Counter::Mirrored);
+    } else if inserted {
         if let Some(mut e) = EVENTS.reserve::<FlowOpen>(0) {
             e.write(FlowOpen {
                 hdr: RecordHeader::new::<FlowOpen>(RecordKind::FlowOpen, now, cookie, cgroup_id),

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     counter::Counter,
-    flow::{FLOWS_MAX, FlowState},
+    flow::{FLOWS_MAX, FlowState, LOCAL_PEERS_MAX, PeerKey},
     record::{RING_BYTES, WAKEUP_THRESHOLD},
 };
 
@@ -19,6 +19,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// instead of silently evicting live flows; the agent sweeps idle entries.
 #[map]
 pub static FLOWS: HashMap<u64, FlowState> = HashMap::with_max_entries(FLOWS_MAX, 0);
+
+/// Addresses of the local monitored pods, written by the agent (see `FLOW_MIRRORED`).
+#[map]
+pub static LOCAL_PEERS: HashMap<PeerKey, u8> = HashMap::with_max_entries(LOCAL_PEERS_MAX, 0);
 
 /// Per-CPU counters indexed by [`Counter`].
 #[map]

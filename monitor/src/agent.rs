@@ -92,6 +92,7 @@ struct LossWindow {
 pub fn run(cfg: &Config, stop: &AtomicBool, out: &mut dyn Write) -> Result<(), AgentError> {
     let mut identity = Inventory::load(&cfg.inventory, &cfg.cgroup)?;
     let mut capture = Capture::load()?;
+    capture.set_local_peers(&identity.monitored_pod_ips())?;
     capture.attach(&cfg.cgroup)?;
     tracing::info!(
         cgroup = %cfg.cgroup.display(),
@@ -111,6 +112,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool, out: &mut dyn Write) -> Result<(), A
             ..Default::default()
         },
         suppressed: 0,
+        line: Vec::with_capacity(4096),
     };
     let mut last_poll = Instant::now();
     let mut last_loss = Instant::now();
@@ -162,6 +164,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool, out: &mut dyn Write) -> Result<(), A
             last_loss = Instant::now();
             agent.report_losses(&capture, &identity, out)?;
             agent.clock = Clock::new();
+            capture.set_local_peers(&identity.monitored_pod_ips())?;
         }
         if agent.emit(&mut identity, out)? {
             out.flush()?;
@@ -187,6 +190,8 @@ struct Agent {
     losses: LossWindow,
     /// Server-side observations not emitted because the client side (a local pod) reports them.
     suppressed: u64,
+    /// Output line buffer.
+    line: Vec<u8>,
 }
 
 impl Agent {
@@ -264,11 +269,20 @@ impl Agent {
                 }
             };
             if let Some(r) = record {
-                serde_json::to_writer(&mut *out, &r).map_err(std::io::Error::from)?;
-                out.write_all(b"\n")?;
+                self.write(&r, out)?;
             }
         }
         Ok(wrote)
+    }
+
+    /// Serializes into a reused buffer, then writes one line: serde_json's many small writes
+    /// go to a `Vec` (inlined) instead of through `dyn Write`.
+    fn write(&mut self, r: &Record, out: &mut dyn Write) -> Result<(), AgentError> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, r).map_err(std::io::Error::from)?;
+        self.line.push(b'\n');
+        out.write_all(&self.line)?;
+        Ok(())
     }
 
     fn note_loss(&mut self, l: AgentLoss) {
@@ -410,8 +424,7 @@ impl Agent {
                 count,
                 window_start: self.clock.rfc3339(self.losses.start_ns),
             });
-            serde_json::to_writer(&mut *out, &r).map_err(std::io::Error::from)?;
-            out.write_all(b"\n")?;
+            self.write(&r, out)?;
         }
         self.losses.start_ns = now_ns;
         Ok(())

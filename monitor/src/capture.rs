@@ -16,7 +16,7 @@ use aya::{
 use monitor_common::{
     PROG_EGRESS, PROG_INGRESS,
     counter::{Counter, MAP_COUNTERS},
-    flow::{FlowState, MAP_FLOWS},
+    flow::{FlowState, MAP_FLOWS, MAP_LOCAL_PEERS, PeerKey},
     record::MAP_EVENTS,
 };
 
@@ -111,6 +111,7 @@ pub struct Capture {
     /// Records from the kernel.
     pub ring: RingBuf<MapData>,
     flows: HashMap<MapData, u64, FlowState>,
+    local_peers: HashMap<MapData, PeerKey, u8>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -162,11 +163,13 @@ impl Capture {
         };
         let ring = RingBuf::try_from(take(MAP_EVENTS)?).map_err(load_error)?;
         let flows = HashMap::try_from(take(MAP_FLOWS)?).map_err(load_error)?;
+        let local_peers = HashMap::try_from(take(MAP_LOCAL_PEERS)?).map_err(load_error)?;
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?).map_err(load_error)?;
         Ok(Self {
             ebpf,
             ring,
             flows,
+            local_peers,
             counters,
         })
     }
@@ -223,6 +226,24 @@ impl Capture {
     /// Deletes a flow table entry (the agent closed it as idle).
     pub fn remove_flow(&mut self, cookie: u64) {
         let _ = self.flows.remove(&cookie);
+    }
+
+    /// Makes the kernel's set of local monitored pod addresses equal to `ips`.
+    pub fn set_local_peers(&mut self, ips: &[std::net::IpAddr]) -> Result<(), CaptureError> {
+        let want: std::collections::HashSet<PeerKey> =
+            ips.iter().map(|ip| PeerKey::new(*ip)).collect();
+        let have: Vec<PeerKey> = self.local_peers.keys().filter_map(Result::ok).collect();
+        let map_err = |e: aya::maps::MapError| CaptureError::Map {
+            map: MAP_LOCAL_PEERS,
+            message: e.to_string(),
+        };
+        for k in have.iter().filter(|k| !want.contains(k)) {
+            self.local_peers.remove(k).map_err(map_err)?;
+        }
+        for k in want.iter().filter(|k| !have.contains(k)) {
+            self.local_peers.insert(k, 1, 0).map_err(map_err)?;
+        }
+        Ok(())
     }
 
     /// Every counter summed over CPUs, indexed like [`Counter::ALL`].

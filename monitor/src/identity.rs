@@ -59,6 +59,9 @@ pub trait PodResolver: Send {
     fn by_cgroup(&mut self, id: u64) -> Option<Arc<Pod>>;
     /// The pod or named external host with address `ip`, if known.
     fn by_ip(&self, ip: IpAddr) -> Option<Arc<Pod>>;
+    /// Addresses of this node's pods whose cgroup is under the monitored root now (their own
+    /// sockets are captured, so their peers' server-side view is redundant).
+    fn monitored_pod_ips(&mut self) -> Vec<IpAddr>;
 }
 
 /// Why an inventory file was rejected.
@@ -253,6 +256,19 @@ impl PodResolver for Inventory {
     fn by_ip(&self, ip: IpAddr) -> Option<Arc<Pod>> {
         self.by_ip.get(&ip).cloned()
     }
+
+    fn monitored_pod_ips(&mut self) -> Vec<IpAddr> {
+        self.rescan();
+        let mut ips: Vec<IpAddr> = self
+            .by_cgroup
+            .values()
+            .filter(|p| !p.external)
+            .flat_map(|p| p.ips.iter().copied())
+            .collect();
+        ips.sort_unstable();
+        ips.dedup();
+        ips
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +349,11 @@ mod tests {
         .unwrap();
         let ino = std::fs::metadata(dir.join("pod-a")).unwrap().ino();
         assert_eq!(inv.by_cgroup(ino).unwrap().name, "a");
+        // Only pods whose cgroup exists count as monitored.
+        assert!(
+            inv.monitored_pod_ips().is_empty(),
+            "pod a has no IPs, pod-late no cgroup"
+        );
         // A pod whose cgroup appears later is found on its first lookup.
         std::fs::create_dir_all(dir.join("pod-late")).unwrap();
         let late = std::fs::metadata(dir.join("pod-late")).unwrap().ino();

@@ -30,8 +30,9 @@ use monitor_common::{
     Direction, PROG_EGRESS, PROG_INGRESS,
     counter::{Counter, MAP_COUNTERS},
     flow::{
-        CloseReason, DIR_FIN, DIR_RST, DIR_SEQ_VALID, DirStats, FAMILY_V4, FAMILY_V6, FLOWS_MAX,
-        FlowClose, FlowOpen, FlowState, FlowTuple, Initiator, MAP_FLOWS,
+        CloseReason, DIR_FIN, DIR_RST, DIR_SEQ_VALID, DirStats, FAMILY_V4, FAMILY_V6,
+        FLOW_MIRRORED, FLOWS_MAX, FlowClose, FlowOpen, FlowState, FlowTuple, Initiator,
+        LOCAL_PEERS_MAX, MAP_FLOWS, MAP_LOCAL_PEERS, PeerKey,
     },
     http::{
         CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, HTTP_CAPTURE_SMALL, HttpChunk, HttpChunkMeta,
@@ -623,6 +624,13 @@ fn object_has_every_program_and_map_with_the_shared_layout() {
             size_of::<u64>(),
             Counter::COUNT,
         ),
+        (
+            MAP_LOCAL_PEERS,
+            MapType::Hash,
+            size_of::<PeerKey>(),
+            size_of::<u8>(),
+            LOCAL_PEERS_MAX,
+        ),
     ] {
         let map = ebpf
             .map(name)
@@ -641,7 +649,10 @@ fn object_has_every_program_and_map_with_the_shared_layout() {
         assert_eq!(info.name_as_str(), Some(name), "{name} kernel name");
         map_ids.push(info.id());
     }
-    for name in [PROG_EGRESS, PROG_INGRESS] {
+    // Ingress uses every map; egress never looks up LOCAL_PEERS (only incoming requests are
+    // mirrored), so the compiler drops that lookup there.
+    let egress_maps: Vec<u32> = map_ids[..3].to_vec();
+    for (name, mut want) in [(PROG_EGRESS, egress_maps), (PROG_INGRESS, map_ids.clone())] {
         let info = ebpf
             .program(name)
             .expect("program present")
@@ -658,9 +669,8 @@ fn object_has_every_program_and_map_with_the_shared_layout() {
             .expect("map ids readable")
             .expect("kernel reports map ids");
         used.sort_unstable();
-        let mut want = map_ids.clone();
         want.sort_unstable();
-        assert_eq!(used, want, "{name} uses exactly EVENTS, FLOWS and COUNTERS");
+        assert_eq!(used, want, "{name} uses exactly the expected maps");
     }
 }
 
@@ -706,7 +716,8 @@ fn egress_syn_opens_a_flow_initiated_locally() {
         )
     );
     assert_eq!(st.cont_budget, [0, 0]);
-    assert_eq!(st._pad, [0; 6]);
+    assert_eq!(st.flags, 0);
+    assert_eq!(st._pad, [0; 5]);
 }
 
 #[test]
@@ -1301,4 +1312,46 @@ fn packets_that_are_not_tcp_pass_untracked() {
         }
     }
     assert!(h.flows().is_empty());
+}
+
+/// A request arriving from a local monitored pod (in `LOCAL_PEERS`) is the server end of an
+/// exchange the client's own socket reports: counted, tracked, but no records.
+#[test]
+fn request_from_a_local_peer_is_mirrored_not_reported() {
+    let mut h = Harness::new();
+    h.cap
+        .set_local_peers(&[IpAddr::from(CLIENT_V4)])
+        .expect("LOCAL_PEERS is writable");
+    let get = b"GET /x HTTP/1.1\r\nHost: web\r\n\r\n";
+    // On the server's socket the client's request arrives on ingress, from CLIENT_V4.
+    let req = Pkt::v4_out().flags(ACK | PSH).seq(1).payload(get);
+    let out = h.run(Direction::Ingress, &req.frame());
+    assert!(out.records.is_empty(), "mirrored: {:?}", out.kinds());
+    out.assert_counters(&[(Counter::Packets, 1), (Counter::Mirrored, 1)]);
+    let flows = h.flows();
+    assert_eq!(flows.len(), 1, "still tracked: {flows:?}");
+    let st = flows[0].1;
+    assert_eq!(st.flags, FLOW_MIRRORED);
+    assert_eq!(
+        st.dir[Direction::Ingress.index()].payload_bytes,
+        get.len() as u64
+    );
+
+    // Near misses are reported as usual: a response (not a request) from a local peer...
+    let resp = Pkt::v4_out()
+        .flags(ACK | PSH)
+        .seq(1)
+        .payload(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let out = h.run(Direction::Ingress, &resp.frame());
+    assert_eq!(out.kinds(), ["open", "chunk"]);
+    // ...a request sent (egress) to a local peer (the client side itself)...
+    let out = h.run(
+        Direction::Egress,
+        &Pkt::v4_in().flags(ACK | PSH).seq(1).payload(get).frame(),
+    );
+    assert_eq!(out.kinds(), ["open", "chunk"]);
+    // ...and a request from an address that is no local pod.
+    h.cap.set_local_peers(&[]).expect("LOCAL_PEERS is writable");
+    let out = h.run(Direction::Ingress, &req.frame());
+    assert_eq!(out.kinds(), ["open", "chunk"]);
 }
