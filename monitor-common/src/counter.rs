@@ -26,11 +26,14 @@ pub enum Counter {
     /// Activity: flows not reported because the local client's own socket reports them
     /// ([`crate::flow::FLOW_MIRRORED`]).
     Mirrored = 7,
+    /// Activity (enforcement, not loss): packets of a quarantined cgroup dropped by either
+    /// program ([`crate::quarantine`]).
+    QuarantineDropped = 8,
 }
 
 impl Counter {
     /// Number of counters (size of the array).
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -42,6 +45,7 @@ impl Counter {
         Self::NotTcp,
         Self::Chunks,
         Self::Mirrored,
+        Self::QuarantineDropped,
     ];
 
     /// True for counters that count lost or incomplete data.
@@ -63,6 +67,7 @@ impl Counter {
             Self::NotTcp => "not-tcp",
             Self::Chunks => "http-chunks",
             Self::Mirrored => "mirrored-flows",
+            Self::QuarantineDropped => "quarantine-dropped",
         }
     }
 }

@@ -4,12 +4,14 @@
 //! padding, and has its size asserted at compile time, so kernel and userspace agree on the
 //! layout byte for byte. Each concept keeps its kernel view and its userspace decoder side by
 //! side: [`record`] (the ring-buffer header), [`flow`] (the flow table and flow records),
-//! [`http`] (captured HTTP head bytes) and [`counter`] (per-CPU counters, losses among them).
+//! [`http`] (captured HTTP head bytes), [`counter`] (per-CPU counters, losses among them) and
+//! [`quarantine`] (the quarantine set, drop statistics and blocked-attempt records).
 #![cfg_attr(not(feature = "user"), no_std)]
 
 pub mod counter;
 pub mod flow;
 pub mod http;
+pub mod quarantine;
 pub mod record;
 
 /// Name of the egress `cgroup_skb` program in the object file.

@@ -27,6 +27,9 @@ pub enum RecordKind {
     FlowClose = 2,
     /// Payload bytes that start (or continue) an HTTP head ([`crate::http::HttpChunk`]).
     HttpChunk = 3,
+    /// A connection attempt of a quarantined cgroup was blocked
+    /// ([`crate::quarantine::QuarantineDrop`]).
+    QuarantineDrop = 4,
 }
 
 impl RecordKind {
@@ -36,6 +39,7 @@ impl RecordKind {
             1 => Some(Self::FlowOpen),
             2 => Some(Self::FlowClose),
             3 => Some(Self::HttpChunk),
+            4 => Some(Self::QuarantineDrop),
             _ => None,
         }
     }
@@ -86,6 +90,7 @@ pub mod user {
     use crate::{
         flow::{FlowClose, FlowOpen},
         http::{HTTP_CAPTURE, HTTP_CAPTURE_SMALL, HttpChunk, HttpChunkSmall, HttpChunkView},
+        quarantine::QuarantineDrop,
     };
 
     /// Why a ring-buffer record could not be decoded.
@@ -138,6 +143,8 @@ pub mod user {
         FlowClose(FlowClose),
         /// See [`HttpChunk`].
         HttpChunk(HttpChunkView<'a>),
+        /// See [`QuarantineDrop`].
+        QuarantineDrop(QuarantineDrop),
     }
 
     /// Reads a `T` from the start of `buf` after checking its length.
@@ -222,6 +229,27 @@ pub mod user {
                     chunk_kind,
                     data,
                 }))
+            }
+            RecordKind::QuarantineDrop => {
+                check_len::<QuarantineDrop>(kind, &hdr, buf)?;
+                let r: QuarantineDrop = read(buf).ok_or(DecodeError::Short(buf.len(), 0))?;
+                r.tuple.check(kind)?;
+                if crate::Direction::from_u8(r.dir).is_none() {
+                    return Err(DecodeError::Field {
+                        kind,
+                        field: "dir",
+                        value: u64::from(r.dir),
+                    });
+                }
+                // The kernel records a blocked attempt only for a quarantined socket's cgroup.
+                if r.hdr.cgroup_id == 0 {
+                    return Err(DecodeError::Field {
+                        kind,
+                        field: "cgroup_id",
+                        value: 0,
+                    });
+                }
+                Ok(Record::QuarantineDrop(r))
             }
         }
     }

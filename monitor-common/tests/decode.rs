@@ -10,6 +10,7 @@ use monitor_common::{
     Direction,
     flow::{DirStats, FAMILY_V4, FAMILY_V6, FlowClose, FlowOpen, FlowTuple},
     http::{ChunkKind, HTTP_CAPTURE, HttpChunk, HttpChunkMeta},
+    quarantine::{QuarantineDirStats, QuarantineDrop, QuarantineEntry, QuarantineStats},
     record::{
         RECORD_VERSION, RecordHeader, RecordKind,
         user::{DecodeError, Record, decode},
@@ -21,6 +22,7 @@ const HDR: usize = 32;
 const OPEN_LEN: usize = 72;
 const CLOSE_LEN: usize = 160;
 const CHUNK_LEN: usize = 48 + HTTP_CAPTURE;
+const DROP_LEN: usize = 80;
 
 #[test]
 fn documented_offsets_are_the_struct_offsets() {
@@ -61,6 +63,42 @@ fn documented_offsets_are_the_struct_offsets() {
     assert_eq!(offset_of!(HttpChunkMeta, captured), 44);
     assert_eq!(offset_of!(HttpChunk, data), 48);
     assert_eq!(size_of::<HttpChunk>(), CHUNK_LEN);
+}
+
+#[test]
+fn quarantine_layouts_are_documented() {
+    assert_eq!(offset_of!(QuarantineDrop, hdr), 0);
+    assert_eq!(offset_of!(QuarantineDrop, tuple), HDR);
+    assert_eq!(offset_of!(QuarantineDrop, dir), 72);
+    assert_eq!(size_of::<QuarantineDrop>(), DROP_LEN);
+
+    assert_eq!(offset_of!(QuarantineEntry, mode), 0);
+    assert_eq!(offset_of!(QuarantineEntry, since_ns), 8);
+    assert_eq!(size_of::<QuarantineEntry>(), 16);
+
+    assert_eq!(offset_of!(QuarantineDirStats, packets), 0);
+    assert_eq!(offset_of!(QuarantineDirStats, bytes), 8);
+    assert_eq!(offset_of!(QuarantineDirStats, attempts), 16);
+    assert_eq!(offset_of!(QuarantineStats, dir), 0);
+    assert_eq!(size_of::<QuarantineStats>(), 48);
+}
+
+#[test]
+fn quarantine_stats_sum_per_direction() {
+    let d = |packets, bytes, attempts| QuarantineDirStats {
+        packets,
+        bytes,
+        attempts,
+    };
+    let mut sum = QuarantineStats::default();
+    sum.merge(&QuarantineStats {
+        dir: [d(1, 60, 1), d(2, 100, 0)],
+    });
+    sum.merge(&QuarantineStats {
+        dir: [d(3, 40, 2), d(0, 0, 1)],
+    });
+    assert_eq!(sum.dir, [d(4, 100, 3), d(2, 100, 1)]);
+    assert_eq!((sum.packets(), sum.bytes(), sum.attempts()), (6, 200, 4));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,11 +197,28 @@ fn chunk_bytes(h: &Hdr, c: &Chunk) -> Vec<u8> {
     b
 }
 
+fn drop_bytes(h: &Hdr, t: &FlowTuple, dir: u8) -> Vec<u8> {
+    let mut b = vec![0; DROP_LEN];
+    write_hdr(&mut b, RecordKind::QuarantineDrop, DROP_LEN, h);
+    write_tuple(&mut b, HDR, t);
+    b[72] = dir;
+    b
+}
+
 // ---------------------------------------------------------------------------------------------
 // Strategies.
 
 fn hdr() -> impl Strategy<Value = Hdr> {
     (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(ts_ns, cookie, cgroup_id)| Hdr {
+        ts_ns,
+        cookie,
+        cgroup_id,
+    })
+}
+
+/// A header of a quarantine drop: the kernel writes one only for a real cgroup (id not 0).
+fn drop_hdr() -> impl Strategy<Value = Hdr> {
+    (any::<u64>(), any::<u64>(), 1u64..).prop_map(|(ts_ns, cookie, cgroup_id)| Hdr {
         ts_ns,
         cookie,
         cgroup_id,
@@ -259,6 +314,7 @@ fn record_bytes() -> impl Strategy<Value = Vec<u8>> {
         (hdr(), tuple()).prop_map(|(h, t)| open_bytes(&h, &t)),
         (hdr(), close()).prop_map(|(h, c)| close_bytes(&h, &c)),
         (hdr(), chunk()).prop_map(|(h, c)| chunk_bytes(&h, &c)),
+        (drop_hdr(), tuple(), 0u8..2).prop_map(|(h, t, d)| drop_bytes(&h, &t, d)),
     ]
 }
 
@@ -284,11 +340,11 @@ proptest! {
     fn decode_never_panics_past_the_header_checks(
         kind in 0u8..5,
         len in prop_oneof![
-            select(vec![OPEN_LEN, CLOSE_LEN, CHUNK_LEN, 0, HDR]),
+            select(vec![OPEN_LEN, CLOSE_LEN, CHUNK_LEN, DROP_LEN, 0, HDR]),
             0usize..3000,
         ],
         actual in prop_oneof![
-            select(vec![OPEN_LEN, CLOSE_LEN, CHUNK_LEN, HDR, CHUNK_LEN + 8]),
+            select(vec![OPEN_LEN, CLOSE_LEN, CHUNK_LEN, DROP_LEN, HDR, CHUNK_LEN + 8]),
             0usize..2200,
         ],
         seed in vec(any::<u8>(), 1..64),
@@ -307,6 +363,11 @@ proptest! {
                     prop_assert!(c.data.len() <= HTTP_CAPTURE);
                     prop_assert!(c.data.len() as u32 <= c.meta.payload_len);
                     (c.meta.hdr.kind, CHUNK_LEN)
+                }
+                Record::QuarantineDrop(d) => {
+                    prop_assert!(d.dir < 2);
+                    prop_assert_ne!(d.hdr.cgroup_id, 0);
+                    (d.hdr.kind, DROP_LEN)
                 }
             };
             prop_assert_eq!(k, kind);
@@ -355,6 +416,46 @@ proptest! {
         prop_assert_eq!(v.meta.captured as usize, c.data.len());
         // Exactly the captured bytes, never the rest of the slot.
         prop_assert_eq!(v.data, &c.data[..]);
+    }
+
+    #[test]
+    fn quarantine_drop_round_trips(h in drop_hdr(), t in tuple(), dir in 0u8..2) {
+        let buf = drop_bytes(&h, &t, dir);
+        let Ok(Record::QuarantineDrop(d)) = decode(&buf) else {
+            panic!("not decoded as a quarantine drop: {:?}", decode(&buf));
+        };
+        assert_hdr(&d.hdr, RecordKind::QuarantineDrop, DROP_LEN, &h);
+        prop_assert_eq!(d.tuple, t);
+        prop_assert_eq!(d.dir, dir);
+        prop_assert_eq!(d._pad, [0; 7]);
+    }
+
+    #[test]
+    fn quarantine_drop_values_the_kernel_never_writes_are_rejected(
+        h in drop_hdr(),
+        t in tuple(),
+        family in any::<u8>(),
+        initiator in 2u8..,
+        dir in 2u8..,
+    ) {
+        prop_assume!(family != FAMILY_V4 && family != FAMILY_V6);
+        let field = |r: Result<Record<'_>, DecodeError>| match r {
+            Err(DecodeError::Field { kind: RecordKind::QuarantineDrop, field, value }) => {
+                Some((field, value))
+            }
+            _ => None,
+        };
+        prop_assert_eq!(
+            field(decode(&drop_bytes(&h, &FlowTuple { family, ..t }, 0))),
+            Some(("family", u64::from(family)))
+        );
+        prop_assert_eq!(
+            field(decode(&drop_bytes(&h, &FlowTuple { initiator, ..t }, 0))),
+            Some(("initiator", u64::from(initiator)))
+        );
+        prop_assert_eq!(field(decode(&drop_bytes(&h, &t, dir))), Some(("dir", u64::from(dir))));
+        let no_cgroup = Hdr { cgroup_id: 0, ..h };
+        prop_assert_eq!(field(decode(&drop_bytes(&no_cgroup, &t, 1))), Some(("cgroup_id", 0)));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The monitor's kernel programs: `cgroup_skb` egress and ingress on the pods' cgroup root.
 //!
-//! Both entry points are thin: they run the shared body and always return "pass". A monitor
-//! never drops traffic by accident; every error path ends in the pass verdict.
+//! Both entry points are thin: they first check the quarantine (the only reason a packet is ever
+//! dropped: its socket's cgroup is quarantined in enforce mode), then run the shared body and
+//! return "pass". A monitor never drops traffic by accident; every error path ends in the pass
+//! verdict.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -13,6 +15,8 @@ mod http;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod packet;
+#[cfg(target_arch = "bpf")]
+mod quarantine;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
@@ -21,10 +25,15 @@ mod programs {
 
     /// `cgroup_skb` verdict that lets the packet through.
     const PASS: i32 = 1;
+    /// `cgroup_skb` verdict that drops the packet (a sender gets `EPERM`).
+    const DROP: i32 = 0;
 
     /// Every packet a socket under the cgroup root sends.
     #[cgroup_skb]
     pub fn monitor_egress(ctx: SkBuffContext) -> i32 {
+        if crate::quarantine::enforce(&ctx, Direction::Egress) {
+            return DROP;
+        }
         crate::flow::observe(&ctx, Direction::Egress);
         PASS
     }
@@ -32,6 +41,9 @@ mod programs {
     /// Every packet a socket under the cgroup root receives.
     #[cgroup_skb]
     pub fn monitor_ingress(ctx: SkBuffContext) -> i32 {
+        if crate::quarantine::enforce(&ctx, Direction::Ingress) {
+            return DROP;
+        }
         crate::flow::observe(&ctx, Direction::Ingress);
         PASS
     }

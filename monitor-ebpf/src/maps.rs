@@ -3,11 +3,12 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use monitor_common::{
     counter::Counter,
     flow::{FLOWS_MAX, FlowState, LOCAL_PEERS_MAX, PeerKey},
+    quarantine::{QUARANTINE_MAX, QuarantineEntry, QuarantineStats},
     record::{RING_BYTES, WAKEUP_THRESHOLD},
 };
 
@@ -23,6 +24,22 @@ pub static FLOWS: HashMap<u64, FlowState> = HashMap::with_max_entries(FLOWS_MAX,
 /// Addresses of the local monitored pods, written by the agent (see `FLOW_MIRRORED`).
 #[map]
 pub static LOCAL_PEERS: HashMap<PeerKey, u8> = HashMap::with_max_entries(LOCAL_PEERS_MAX, 0);
+
+/// "Any quarantine active" flag at index 0, written by the agent: non-zero while [`QUARANTINE`]
+/// holds an entry. An array lookup the verifier inlines, so a node without quarantined pods
+/// pays almost nothing for enforcement.
+#[map]
+pub static QUARANTINE_ON: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Quarantined cgroups (cgroup v2 id → entry), written by the agent.
+#[map]
+pub static QUARANTINE: HashMap<u64, QuarantineEntry> = HashMap::with_max_entries(QUARANTINE_MAX, 0);
+
+/// What was dropped per quarantined cgroup, per CPU. Entries are created (zeroed) by the agent
+/// when it quarantines a cgroup; the programs only add to them.
+#[map]
+pub static QUARANTINE_STAT: PerCpuHashMap<u64, QuarantineStats> =
+    PerCpuHashMap::with_max_entries(QUARANTINE_MAX, 0);
 
 /// Per-CPU counters indexed by [`Counter`].
 #[map]

@@ -25,18 +25,24 @@ use crate::{
     capture::{Capture, CaptureError},
     clock::Clock,
     conn::{AgentLoss, Exchange, FlowSummary, Observer, Output, Tracker},
-    identity::{Inventory, InventoryError, PodResolver},
+    identity::{PeerKind, PodResolver},
+    policy::{
+        Policy, PolicyErrors,
+        engine::Engine,
+        violation::{Aggregator, redact_query},
+    },
     record::{
-        Endpoint, EndpointKind, FlowRecord, HttpFields, HttpRecord, LossRecord, Record,
-        split_target,
+        Endpoint, EndpointKind, FlowRecord, HttpFields, HttpRecord, LossRecord, PolicyEvent,
+        Record, split_target,
     },
 };
 
 /// Agent settings (from the command line).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Static inventory file.
-    pub inventory: PathBuf,
+    /// Policy file (reloaded when it changes); without one, no violations and every query
+    /// value is redacted.
+    pub policy: Option<PathBuf>,
     /// cgroup v2 directory to attach to.
     pub cgroup: PathBuf,
     /// File created once the programs are attached.
@@ -53,9 +59,9 @@ pub struct Config {
 
 impl Config {
     /// Defaults for everything but the paths.
-    pub fn new(inventory: PathBuf, cgroup: PathBuf) -> Self {
+    pub fn new(cgroup: PathBuf) -> Self {
         Self {
-            inventory,
+            policy: None,
             cgroup,
             ready_file: None,
             drain_every: Duration::from_millis(10),
@@ -69,12 +75,12 @@ impl Config {
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// Bad inventory.
-    #[error(transparent)]
-    Inventory(#[from] InventoryError),
     /// Could not load, attach or read the kernel side.
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    /// Bad policy at start (a bad policy on reload keeps the last good one instead).
+    #[error("policy rejected:\n{0}")]
+    Policy(#[from] PolicyErrors),
     /// Output failed.
     #[error("writing records failed: {0}")]
     Output(#[from] std::io::Error),
@@ -89,15 +95,19 @@ struct LossWindow {
 }
 
 /// Runs the agent until `stop` is set; writes records to `out`.
-pub fn run(cfg: &Config, stop: &AtomicBool, out: &mut dyn Write) -> Result<(), AgentError> {
-    let mut identity = Inventory::load(&cfg.inventory, &cfg.cgroup)?;
+pub fn run(
+    cfg: &Config,
+    identity: &mut dyn PodResolver,
+    stop: &AtomicBool,
+    out: &mut dyn Write,
+) -> Result<(), AgentError> {
+    let policy = cfg.policy.as_deref().map(Policy::load).transpose()?;
     let mut capture = Capture::load()?;
     capture.set_local_peers(&identity.monitored_pod_ips())?;
     capture.attach(&cfg.cgroup)?;
     tracing::info!(
         cgroup = %cfg.cgroup.display(),
         node = identity.node(),
-        pods = identity.pods().len(),
         "monitor attached: cgroup_skb egress and ingress"
     );
     if let Some(f) = &cfg.ready_file {
@@ -113,6 +123,19 @@ pub fn run(cfg: &Config, stop: &AtomicBool, out: &mut dyn Write) -> Result<(), A
         },
         suppressed: 0,
         line: Vec::with_capacity(4096),
+        seq: 0,
+        aggregator: Aggregator::new(
+            policy
+                .as_ref()
+                .map_or(60, |p| p.spec.aggregation.window_seconds)
+                * 1_000_000_000,
+        ),
+        policy_watch: cfg.policy.as_ref().map(|p| PolicyWatch {
+            path: p.clone(),
+            mtime: std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+            failures: 0,
+        }),
+        engine: policy.map(|p| Engine::new(p, Clock::boot_ns())),
     };
     let mut last_poll = Instant::now();
     let mut last_loss = Instant::now();
@@ -151,8 +174,9 @@ pub fn run(cfg: &Config, stop: &AtomicBool, out: &mut dyn Write) -> Result<(), A
                     CloseReason::AgentStopped,
                 );
             }
-            agent.emit(&mut identity, out)?;
-            agent.report_losses(&capture, &identity, out)?;
+            agent.emit(identity, out)?;
+            agent.close_windows(now_ns, true, out)?;
+            agent.report_losses(&capture, identity, out)?;
             out.flush()?;
             tracing::info!(
                 duplicates_suppressed = agent.suppressed,
@@ -162,11 +186,13 @@ pub fn run(cfg: &Config, stop: &AtomicBool, out: &mut dyn Write) -> Result<(), A
         }
         if last_loss.elapsed() >= cfg.loss_every {
             last_loss = Instant::now();
-            agent.report_losses(&capture, &identity, out)?;
+            agent.reload_policy(out)?;
+            agent.close_windows(now_ns, false, out)?;
+            agent.report_losses(&capture, identity, out)?;
             agent.clock = Clock::new();
             capture.set_local_peers(&identity.monitored_pod_ips())?;
         }
-        if agent.emit(&mut identity, out)? {
+        if agent.emit(identity, out)? {
             out.flush()?;
         }
         wait_readable(capture.ring.as_raw_fd(), cfg.drain_every);
@@ -192,6 +218,40 @@ struct Agent {
     suppressed: u64,
     /// Output line buffer.
     line: Vec<u8>,
+    /// Sequence number of the last record written.
+    seq: u64,
+    /// The policy, when one is loaded.
+    engine: Option<Engine>,
+    /// Violation repeats per (source, rule, route).
+    aggregator: Aggregator,
+    /// The policy file being watched for changes.
+    policy_watch: Option<PolicyWatch>,
+}
+
+/// A policy file watched for changes.
+#[derive(Debug)]
+struct PolicyWatch {
+    path: PathBuf,
+    mtime: Option<std::time::SystemTime>,
+    failures: u64,
+}
+
+/// One output line: the record and its per-agent sequence number.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    seq: u64,
+    #[serde(flatten)]
+    record: &'a Record,
+}
+
+/// Aggregation key of a source: namespace/pod, else its address.
+fn source_key(e: &Endpoint) -> String {
+    match (&e.namespace, &e.pod, e.ip) {
+        (Some(ns), Some(p), _) => format!("{ns}/{p}"),
+        (None, Some(p), _) => p.clone(),
+        (_, _, Some(ip)) => ip.to_string(),
+        _ => String::from("unknown"),
+    }
 }
 
 impl Agent {
@@ -213,6 +273,7 @@ impl Agent {
                     c.data,
                     c.meta.hdr.ts_ns,
                 ),
+                Ok(Raw::QuarantineDrop(d)) => self.on_quarantine_drop(&d),
                 Ok(Raw::FlowClose(r)) => {
                     // `decode` accepted only FIN or RST.
                     let reason = CloseReason::from_u8(r.reason).unwrap_or(CloseReason::Rst);
@@ -260,26 +321,173 @@ impl Agent {
         let outputs: Vec<Output> = self.tracker.drain().collect();
         let wrote = !outputs.is_empty();
         for o in outputs {
-            let record = match o {
-                Output::Exchange(e) => self.http_record(&e, identity),
-                Output::Flow(f) => self.flow_record(&f, identity),
-                Output::Loss(l) => {
-                    self.note_loss(l);
-                    None
+            match o {
+                Output::Exchange(e) => {
+                    if let Some(mut r) = self.http_record(&e, identity) {
+                        // Violations first: a SIEM sees the alert no later than the evidence.
+                        self.evaluate_http(&r, e.request_ns, identity.node(), out)?;
+                        self.redact(&mut r);
+                        self.write(&Record::Http(Box::new(r)), out)?;
+                    }
                 }
-            };
-            if let Some(r) = record {
-                self.write(&r, out)?;
+                Output::Flow(f) => {
+                    if let Some(r) = self.flow_record(&f, identity) {
+                        if r.http_exchanges == 0 {
+                            self.evaluate_flow(&r, f.flow.first_ns, identity.node(), out)?;
+                        }
+                        self.write(&Record::Flow(Box::new(r)), out)?;
+                    }
+                }
+                Output::Loss(l) => self.note_loss(l),
             }
         }
         Ok(wrote)
+    }
+
+    /// Replaces query values in an HTTP record (keys kept) before it is written: every value
+    /// unless the policy keeps it.
+    fn redact(&self, r: &mut HttpRecord) {
+        let Some(q) = &r.http.query else { return };
+        let keep: &[String] = self
+            .engine
+            .as_ref()
+            .map_or(&[], |e| &e.policy().spec.redaction.keep_values);
+        let q = redact_query(q, keep);
+        r.http.target = format!("{}?{q}", r.http.path);
+        r.http.query = Some(q);
+    }
+
+    /// Evaluates an exchange and writes its violations (first occurrences at once).
+    fn evaluate_http(
+        &mut self,
+        r: &HttpRecord,
+        ns: u64,
+        node: &str,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
+        let Some(engine) = &mut self.engine else {
+            return Ok(());
+        };
+        let h = r.http.input();
+        let verdict = engine.evaluate_http(&r.source, &r.destination, h, ns);
+        let mut now = Vec::new();
+        for f in &verdict.findings {
+            let v = engine.violation(
+                f,
+                &r.source,
+                &r.destination,
+                Some((h, &verdict.normalized)),
+                &verdict.route,
+                r.time.clone(),
+                node,
+                Some(r.flow_id),
+            );
+            if let Some(v) = self.aggregator.offer(&source_key(&r.source), v, ns) {
+                now.push(v);
+            }
+        }
+        for v in now {
+            self.write(&Record::Violation(Box::new(v)), out)?;
+        }
+        Ok(())
+    }
+
+    /// Evaluates a flow that carried no HTTP (quarantine, egress).
+    fn evaluate_flow(
+        &mut self,
+        r: &FlowRecord,
+        ns: u64,
+        node: &str,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
+        let Some(engine) = &mut self.engine else {
+            return Ok(());
+        };
+        let route = format!("tcp/{}", r.destination.port);
+        let mut now = Vec::new();
+        for f in engine.evaluate_flow(&r.source, &r.destination) {
+            let v = engine.violation(
+                &f,
+                &r.source,
+                &r.destination,
+                None,
+                &route,
+                r.time.clone(),
+                node,
+                Some(r.flow_id),
+            );
+            if let Some(v) = self.aggregator.offer(&source_key(&r.source), v, ns) {
+                now.push(v);
+            }
+        }
+        for v in now {
+            self.write(&Record::Violation(Box::new(v)), out)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the summaries of aggregation windows that closed.
+    fn close_windows(
+        &mut self,
+        now_ns: u64,
+        flush: bool,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
+        for v in self.aggregator.close_windows(now_ns, flush) {
+            self.write(&Record::Violation(Box::new(v)), out)?;
+        }
+        Ok(())
+    }
+
+    /// Reloads the policy file if it changed. A bad file keeps the last good policy, says so
+    /// in the log and in a `policy` record, and counts the failure.
+    fn reload_policy(&mut self, out: &mut dyn Write) -> Result<(), AgentError> {
+        let Some(watch) = &mut self.policy_watch else {
+            return Ok(());
+        };
+        let mtime = std::fs::metadata(&watch.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime == watch.mtime {
+            return Ok(());
+        }
+        watch.mtime = mtime;
+        let path = watch.path.clone();
+        let event = match Policy::load(&path) {
+            Ok(p) => {
+                tracing::info!(file = %path.display(), "policy reloaded");
+                self.aggregator
+                    .set_window(p.spec.aggregation.window_seconds * 1_000_000_000);
+                if let Some(e) = &mut self.engine {
+                    e.set_policy(p);
+                }
+                PolicyEvent::reloaded(&path, watch.failures)
+            }
+            Err(errs) => {
+                watch.failures += 1;
+                tracing::error!(
+                    file = %path.display(),
+                    failures = watch.failures,
+                    "policy reload failed; keeping the last good policy:\n{errs}"
+                );
+                PolicyEvent::failed(&path, watch.failures, &errs)
+            }
+        };
+        let mut event = event;
+        event.time = self.clock.rfc3339(Clock::boot_ns());
+        self.write(&Record::Policy(event), out)
     }
 
     /// Serializes into a reused buffer, then writes one line: serde_json's many small writes
     /// go to a `Vec` (inlined) instead of through `dyn Write`.
     fn write(&mut self, r: &Record, out: &mut dyn Write) -> Result<(), AgentError> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, r).map_err(std::io::Error::from)?;
+        self.seq += 1;
+        let line = Line {
+            seq: self.seq,
+            record: r,
+        };
+        serde_json::to_writer(&mut self.line, &line).map_err(std::io::Error::from)?;
         self.line.push(b'\n');
         out.write_all(&self.line)?;
         Ok(())
@@ -311,7 +519,9 @@ impl Agent {
         let remote_pod = remote_ip.and_then(|ip| identity.by_ip(ip));
         // Both ends on this node: the client's socket reports the exchange; the server's
         // observation of it would be a duplicate.
-        if observer == Observer::Server && remote_pod.as_ref().is_some_and(|p| !p.external) {
+        if observer == Observer::Server
+            && remote_pod.as_ref().is_some_and(|p| p.kind == PeerKind::Pod)
+        {
             self.suppressed += 1;
             return None;
         }
@@ -319,9 +529,9 @@ impl Agent {
         local.cgroup_id = Some(cgroup_id);
         if local_pod.is_none() {
             local.kind = EndpointKind::Unattributed;
-            local.note = Some(format!(
-                "cgroup {cgroup_id} is not a pod in the inventory (yet); identity unknown"
-            ));
+            local.note = Some(identity.unattributed_reason(cgroup_id).unwrap_or_else(|| {
+                format!("cgroup {cgroup_id} is not a known pod (yet); identity unknown")
+            }));
         }
         let remote = Endpoint::new(remote_pod.as_ref(), remote_ip, remote_port);
         Some(match observer {
@@ -330,7 +540,7 @@ impl Agent {
         })
     }
 
-    fn http_record(&mut self, e: &Exchange, identity: &mut dyn PodResolver) -> Option<Record> {
+    fn http_record(&mut self, e: &Exchange, identity: &mut dyn PodResolver) -> Option<HttpRecord> {
         let (source, destination) = self.endpoints(
             e.flow.cgroup_id,
             e.flow.tuple.as_ref(),
@@ -339,7 +549,7 @@ impl Agent {
         )?;
         let (path, query) = split_target(&e.request.target);
         let resp = e.response.as_ref();
-        Some(Record::Http(Box::new(HttpRecord {
+        Some(HttpRecord {
             time: self.clock.rfc3339(e.request_ns),
             node: identity.node().to_owned(),
             observer: e.observer,
@@ -362,10 +572,14 @@ impl Agent {
             },
             latency_ms: resp.map(|r| r.ns.saturating_sub(e.request_ns) as f64 / 1e6),
             completion: e.completion,
-        })))
+        })
     }
 
-    fn flow_record(&mut self, f: &FlowSummary, identity: &mut dyn PodResolver) -> Option<Record> {
+    fn flow_record(
+        &mut self,
+        f: &FlowSummary,
+        identity: &mut dyn PodResolver,
+    ) -> Option<FlowRecord> {
         let (source, destination) = self.endpoints(
             f.flow.cgroup_id,
             f.flow.tuple.as_ref(),
@@ -377,7 +591,7 @@ impl Agent {
             Observer::Client => (Direction::Egress, Direction::Ingress),
             Observer::Server => (Direction::Ingress, Direction::Egress),
         };
-        Some(Record::Flow(Box::new(FlowRecord {
+        Some(FlowRecord {
             time: self.clock.rfc3339(f.flow.first_ns),
             end_time: self.clock.rfc3339(f.last_ns),
             node: identity.node().to_owned(),
@@ -392,7 +606,7 @@ impl Agent {
             packets_to_client: f.dir[to_client.index()].packets,
             close: f.reason.name(),
             http_exchanges: f.http_exchanges,
-        })))
+        })
     }
 
     /// Writes one loss record per reason that lost anything since the last report.
@@ -429,6 +643,9 @@ impl Agent {
         self.losses.start_ns = now_ns;
         Ok(())
     }
+
+    /// Turned into quarantine-breach violations by the policy engine.
+    fn on_quarantine_drop(&mut self, _d: &monitor_common::quarantine::QuarantineDrop) {}
 }
 
 /// Shared stop flag for signal handlers.

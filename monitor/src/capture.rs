@@ -10,13 +10,17 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
 };
 use monitor_common::{
     PROG_EGRESS, PROG_INGRESS,
     counter::{Counter, MAP_COUNTERS},
     flow::{FlowState, MAP_FLOWS, MAP_LOCAL_PEERS, PeerKey},
+    quarantine::{
+        MAP_QUARANTINE, MAP_QUARANTINE_ON, MAP_QUARANTINE_STATS, QUARANTINE_MAX, QuarantineEntry,
+        QuarantineStats,
+    },
     record::MAP_EVENTS,
 };
 
@@ -113,6 +117,9 @@ pub struct Capture {
     flows: HashMap<MapData, u64, FlowState>,
     local_peers: HashMap<MapData, PeerKey, u8>,
     counters: PerCpuArray<MapData, u64>,
+    quarantine: HashMap<MapData, u64, QuarantineEntry>,
+    quarantine_on: Array<MapData, u32>,
+    quarantine_stats: PerCpuHashMap<MapData, u64, QuarantineStats>,
 }
 
 impl std::fmt::Debug for Capture {
@@ -165,12 +172,19 @@ impl Capture {
         let flows = HashMap::try_from(take(MAP_FLOWS)?).map_err(load_error)?;
         let local_peers = HashMap::try_from(take(MAP_LOCAL_PEERS)?).map_err(load_error)?;
         let counters = PerCpuArray::try_from(take(MAP_COUNTERS)?).map_err(load_error)?;
+        let quarantine = HashMap::try_from(take(MAP_QUARANTINE)?).map_err(load_error)?;
+        let quarantine_on = Array::try_from(take(MAP_QUARANTINE_ON)?).map_err(load_error)?;
+        let quarantine_stats =
+            PerCpuHashMap::try_from(take(MAP_QUARANTINE_STATS)?).map_err(load_error)?;
         Ok(Self {
             ebpf,
             ring,
             flows,
             local_peers,
             counters,
+            quarantine,
+            quarantine_on,
+            quarantine_stats,
         })
     }
 
@@ -260,6 +274,147 @@ impl Capture {
             out[c as usize] = per_cpu.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Makes the kernel's quarantine set equal to `entries` (cgroup v2 id, `CLOCK_BOOTTIME` ns
+    /// when the quarantine began), all in enforce mode: from then on every packet of those
+    /// cgroups is dropped and counted. An empty slice lifts every quarantine.
+    ///
+    /// A cgroup already quarantined stays quarantined throughout (no window where it passes).
+    /// Its drop statistics start at zero when it enters the set, and again when its `since_ns`
+    /// changes; they are deleted when it leaves the set. The "any quarantine active" flag is
+    /// set once the entries are in, and cleared when the set is empty.
+    pub fn set_quarantine(&mut self, entries: &[(u64, u64)]) -> Result<(), CaptureError> {
+        let err = |map: &'static str| {
+            move |e: aya::maps::MapError| CaptureError::Map {
+                map,
+                message: e.to_string(),
+            }
+        };
+        let want: std::collections::HashMap<u64, u64> = entries.iter().copied().collect();
+        if want.contains_key(&0) {
+            return Err(CaptureError::Map {
+                map: MAP_QUARANTINE,
+                message: "cgroup id 0 is no cgroup".to_owned(),
+            });
+        }
+        if want.len() > QUARANTINE_MAX as usize {
+            return Err(CaptureError::Map {
+                map: MAP_QUARANTINE,
+                message: format!(
+                    "{} cgroups to quarantine, at most {QUARANTINE_MAX} fit",
+                    want.len()
+                ),
+            });
+        }
+        let have: std::collections::HashMap<u64, QuarantineEntry> =
+            self.quarantine.iter().filter_map(Result::ok).collect();
+        // Statistics first, so the kernel finds them from the first dropped packet on.
+        for (&id, &since) in &want {
+            let entry = QuarantineEntry::enforce(since);
+            if have.get(&id) == Some(&entry) {
+                continue;
+            }
+            let zero = aya::util::nr_cpus()
+                .map_err(|(_, e)| e)
+                .and_then(|n| PerCpuValues::try_from(vec![QuarantineStats::default(); n]))
+                .map_err(|e| CaptureError::Map {
+                    map: MAP_QUARANTINE_STATS,
+                    message: e.to_string(),
+                })?;
+            self.quarantine_stats
+                .insert(id, zero, 0)
+                .map_err(err(MAP_QUARANTINE_STATS))?;
+            self.quarantine
+                .insert(id, entry, 0)
+                .map_err(err(MAP_QUARANTINE))?;
+        }
+        if !want.is_empty() {
+            self.quarantine_on
+                .set(0, 1, 0)
+                .map_err(err(MAP_QUARANTINE_ON))?;
+        }
+        for id in have.keys().filter(|id| !want.contains_key(id)) {
+            ignore_missing(self.quarantine.remove(id)).map_err(err(MAP_QUARANTINE))?;
+        }
+        if want.is_empty() {
+            self.quarantine_on
+                .set(0, 0, 0)
+                .map_err(err(MAP_QUARANTINE_ON))?;
+        }
+        // Last, the statistics of lifted quarantines (and any a racing program re-created).
+        let stale: Vec<u64> = self
+            .quarantine_stats
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|id| !want.contains_key(id))
+            .collect();
+        for id in stale {
+            ignore_missing(self.quarantine_stats.remove(&id)).map_err(err(MAP_QUARANTINE_STATS))?;
+        }
+        Ok(())
+    }
+
+    /// The kernel's quarantine set: cgroup v2 id → entry.
+    pub fn quarantine(
+        &self,
+    ) -> Result<std::collections::HashMap<u64, QuarantineEntry>, CaptureError> {
+        self.quarantine
+            .iter()
+            .map(|r| {
+                r.map_err(|e| CaptureError::Map {
+                    map: MAP_QUARANTINE,
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// What the kernel dropped per quarantined cgroup (cgroup v2 id → statistics summed over
+    /// CPUs) since each entered the quarantine.
+    pub fn quarantine_stats(
+        &self,
+    ) -> Result<std::collections::HashMap<u64, QuarantineStats>, CaptureError> {
+        let mut out = std::collections::HashMap::new();
+        for item in self.quarantine_stats.iter() {
+            let (id, per_cpu) = item.map_err(|e| CaptureError::Map {
+                map: MAP_QUARANTINE_STATS,
+                message: e.to_string(),
+            })?;
+            let mut sum = QuarantineStats::default();
+            for v in per_cpu.iter() {
+                sum.merge(v);
+            }
+            out.insert(id, sum);
+        }
+        Ok(out)
+    }
+}
+
+/// The cgroup v2 id of the cgroup directory `path`: the inode number of the directory, which is
+/// what `bpf_skb_cgroup_id` reports for sockets in that cgroup.
+pub fn cgroup_id(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() || !is_cgroup2(path) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a cgroup v2 directory", path.display()),
+        ));
+    }
+    Ok(meta.ino())
+}
+
+/// A map deletion that found nothing to delete is not an error here.
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        other => other,
     }
 }
 

@@ -29,14 +29,60 @@ pub enum Command {
     /// Example: monitor agent --inventory deploy/examples/vantage/inventory.yaml \
     ///          --cgroup /sys/fs/cgroup/kubepods.slice
     Agent(AgentArgs),
+
+    /// Work with policy files (see docs/policy.md).
+    Policy {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: PolicyCommand,
+    },
+}
+
+/// `monitor policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy files: syntax, structure and every semantic rule, reporting every problem
+    /// with FILE:LINE:COLUMN and a hint.
+    ///
+    /// Prints `FILE: ok (summary)` on stdout for each clean file and the diagnostics on stderr
+    /// for the others; exits with status 1 if any file has an error.
+    ///
+    /// Example: monitor policy lint deploy/examples/vantage/policy.yaml
+    Lint {
+        /// Policy files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// `monitor agent` options.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// Inventory YAML listing this node's pods (name, namespace, service, IPs, cgroup path).
+    /// Identity from an inventory YAML listing this node's pods (name, namespace, service,
+    /// IPs, cgroup path). The lab's source; exactly one of --inventory and --kubernetes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    pub inventory: Option<PathBuf>,
+
+    /// Identity from the Kubernetes API (in-cluster config or ~/.kube/config): this node's
+    /// Pods, Services, EndpointSlices and NetworkPolicies. Needs --node-name.
+    #[arg(long, requires = "node_name")]
+    pub kubernetes: bool,
+
+    /// This node's name (set it from the downward API: spec.nodeName).
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Policy YAML (see docs/policy.md): documented endpoints, allowed callers, egress
+    /// allowlist, quarantine, baselines. Reloaded when the file changes; a bad edit keeps the
+    /// last good policy. Without a policy no violations are reported and every query value is
+    /// redacted.
     #[arg(long, value_name = "FILE")]
-    pub inventory: PathBuf,
+    pub policy: Option<PathBuf>,
 
     /// cgroup v2 directory whose sockets are monitored (every cgroup below it too).
     /// On Kubernetes nodes usually /sys/fs/cgroup (or its kubepods slice).

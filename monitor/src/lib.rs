@@ -5,6 +5,7 @@
 //! - [`http`]: HTTP/1.x head parsing (httparse).
 //! - [`conn`]: per-connection reassembly and request/response matching.
 //! - [`identity`]: who a cgroup id or an IP address is (static inventory for now).
+//! - [`policy`]: the policy file, its evaluation, and violation records.
 //! - [`record`]: the NDJSON records the agent emits (the contract with consumers).
 //! - [`clock`]: kernel boot-time nanoseconds to wall-clock time.
 //! - [`agent`]: the drain loop tying the above together.
@@ -16,4 +17,5 @@ pub mod clock;
 pub mod conn;
 pub mod http;
 pub mod identity;
+pub mod policy;
 pub mod record;

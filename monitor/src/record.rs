@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::{
     conn::{Completion, Observer},
-    identity::Pod,
+    identity::{PeerKind, Pod},
+    policy::{PolicyErrors, engine::HttpInput, violation::Violation},
 };
 
 /// One output line.
@@ -23,6 +24,50 @@ pub enum Record {
     Flow(Box<FlowRecord>),
     /// Data that was lost, with how much and when.
     Loss(LossRecord),
+    /// A policy violation (DESIGN §3).
+    Violation(Box<Violation>),
+    /// The policy was (re)loaded, or a reload failed and the last good policy stays.
+    Policy(PolicyEvent),
+}
+
+/// A policy (re)load event.
+#[derive(Debug, Serialize)]
+pub struct PolicyEvent {
+    /// When (RFC 3339).
+    pub time: String,
+    /// `reloaded` or `reload-failed`.
+    pub event: &'static str,
+    /// The policy file.
+    pub file: String,
+    /// Reload failures since the agent started (the metric `policy_reload_failures`).
+    pub reload_failures: u64,
+    /// The problems, for `reload-failed` (`file:line:column: error: ...`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl PolicyEvent {
+    /// A successful reload.
+    pub fn reloaded(file: &std::path::Path, failures: u64) -> Self {
+        Self {
+            time: String::new(),
+            event: "reloaded",
+            file: file.display().to_string(),
+            reload_failures: failures,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A failed reload; the last good policy stays in force.
+    pub fn failed(file: &std::path::Path, failures: u64, errs: &PolicyErrors) -> Self {
+        Self {
+            time: String::new(),
+            event: "reload-failed",
+            file: file.display().to_string(),
+            reload_failures: failures,
+            errors: errs.0.iter().map(ToString::to_string).collect(),
+        }
+    }
 }
 
 /// What kind of peer an endpoint is.
@@ -31,8 +76,12 @@ pub enum Record {
 pub enum EndpointKind {
     /// A pod in the inventory.
     Pod,
+    /// A Service's cluster IP.
+    Service,
     /// A named host outside the cluster (inventory `externals`).
     External,
+    /// The node itself (host network).
+    Node,
     /// An address the inventory does not know.
     Unknown,
     /// A local socket whose cgroup is not (yet) a known pod.
@@ -63,6 +112,9 @@ pub struct Endpoint {
     /// Labels.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// NetworkPolicy that isolates the pod (deny-all), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolated_by: Option<String>,
     /// cgroup id of a local socket (always set for the observing side).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
@@ -83,20 +135,23 @@ impl Endpoint {
             service: None,
             service_account: None,
             labels: BTreeMap::new(),
+            isolated_by: None,
             cgroup_id: None,
             note: None,
         };
         if let Some(p) = pod {
-            e.kind = if p.external {
-                EndpointKind::External
-            } else {
-                EndpointKind::Pod
+            e.kind = match p.kind {
+                PeerKind::Pod => EndpointKind::Pod,
+                PeerKind::Service => EndpointKind::Service,
+                PeerKind::External => EndpointKind::External,
+                PeerKind::Node => EndpointKind::Node,
             };
             e.namespace = (!p.namespace.is_empty()).then(|| p.namespace.clone());
             e.pod = Some(p.name.clone());
             e.service = p.service.clone();
             e.service_account = p.service_account.clone();
             e.labels = p.labels.clone();
+            e.isolated_by = p.isolated_by.clone();
         }
         e
     }
@@ -137,6 +192,19 @@ pub struct HttpFields {
     /// The response head was larger than the capture.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub response_head_truncated: bool,
+}
+
+impl HttpFields {
+    /// The view the policy engine evaluates.
+    pub fn input(&self) -> HttpInput<'_> {
+        HttpInput {
+            method: &self.method,
+            target: &self.target,
+            status: self.status,
+            request_body_bytes: self.request_body_bytes,
+            response_body_bytes: self.response_body_bytes,
+        }
+    }
 }
 
 /// One HTTP exchange.

@@ -38,14 +38,20 @@ use monitor_common::{
         CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, HTTP_CAPTURE_SMALL, HttpChunk, HttpChunkMeta,
         HttpChunkSmall, REQUEST_PREFIXES,
     },
+    quarantine::{
+        MAP_QUARANTINE, MAP_QUARANTINE_ON, MAP_QUARANTINE_STATS, MODE_ENFORCE, QUARANTINE_MAX,
+        QuarantineDirStats, QuarantineDrop, QuarantineEntry, QuarantineStats,
+    },
     record::{MAP_EVENTS, RECORD_VERSION, RING_BYTES, RecordHeader, RecordKind, user},
 };
 
 /// `enum bpf_prog_type` value of `cgroup_skb` programs (uapi).
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
 
-/// `cgroup_skb` verdict "pass": the monitor never drops.
+/// `cgroup_skb` verdict "pass": the monitor never drops, except quarantined cgroups' packets.
 const PASS: u32 = 1;
+/// `cgroup_skb` verdict "drop": only for a cgroup quarantined in enforce mode.
+const DROP: u32 = 0;
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -334,6 +340,7 @@ enum Rec {
     Open(FlowOpen),
     Close(FlowClose),
     Chunk(Chunk),
+    Drop(QuarantineDrop),
 }
 
 #[derive(Debug)]
@@ -350,6 +357,7 @@ impl Rec {
             Self::Open(r) => &r.hdr,
             Self::Close(r) => &r.hdr,
             Self::Chunk(c) => &c.meta.hdr,
+            Self::Drop(d) => &d.hdr,
         }
     }
 
@@ -358,6 +366,7 @@ impl Rec {
             Self::Open(_) => "open",
             Self::Close(_) => "close",
             Self::Chunk(_) => "chunk",
+            Self::Drop(_) => "quarantine-drop",
         }
     }
 }
@@ -427,6 +436,29 @@ impl Harness {
             Direction::Egress => PROG_EGRESS,
             Direction::Ingress => PROG_INGRESS,
         };
+        let (verdict, out) = self.run_verdict(dir, frame, repeat);
+        assert_eq!(
+            verdict, PASS,
+            "{name} must pass every packet (frame {frame:02x?})"
+        );
+        out
+    }
+
+    /// Runs the program of `dir` on `frame` once, asserts the verdict, and drains and checks
+    /// every record written.
+    fn run_expect(&mut self, dir: Direction, frame: &[u8], verdict: u32) -> Outcome {
+        let (got, out) = self.run_verdict(dir, frame, 1);
+        assert_eq!(got, verdict, "verdict of {dir:?} (frame {frame:02x?})");
+        out
+    }
+
+    /// Runs the program of `dir` on `frame` (`repeat` times on the same skb) and returns its
+    /// verdict with every record written (drained and checked).
+    fn run_verdict(&mut self, dir: Direction, frame: &[u8], repeat: u32) -> (u32, Outcome) {
+        let name = match dir {
+            Direction::Egress => PROG_EGRESS,
+            Direction::Ingress => PROG_INGRESS,
+        };
         let before = self.cap.counters().expect("counters readable");
         let t0 = boot_ns();
         let res = self
@@ -443,10 +475,6 @@ impl Harness {
                 panic!("BPF_PROG_TEST_RUN of {name} failed: {e}: {cause:?} (frame {frame:02x?})")
             });
         let t1 = boot_ns();
-        assert_eq!(
-            res.return_value, PASS,
-            "{name} must pass every packet (frame {frame:02x?})"
-        );
         let after = self.cap.counters().expect("counters readable");
         let mut delta = [0; Counter::COUNT as usize];
         for (i, d) in delta.iter_mut().enumerate() {
@@ -463,6 +491,7 @@ impl Harness {
                     kind: c.chunk_kind,
                     data: c.data.to_vec(),
                 }),
+                Ok(user::Record::QuarantineDrop(d)) => Rec::Drop(d),
                 Err(e) => panic!("the kernel wrote an undecodable record: {e}"),
             };
             records.push(rec);
@@ -475,7 +504,7 @@ impl Harness {
         for r in &out.records {
             self.check_header(r, &out);
         }
-        out
+        (res.return_value, out)
     }
 
     /// Header fields every record must have right.
@@ -489,6 +518,7 @@ impl Harness {
                 (RecordKind::HttpChunk, size_of::<HttpChunkSmall>())
             }
             Rec::Chunk(_) => (RecordKind::HttpChunk, size_of::<HttpChunk>()),
+            Rec::Drop(_) => (RecordKind::QuarantineDrop, size_of::<QuarantineDrop>()),
         };
         assert_eq!(h.version, RECORD_VERSION);
         assert_eq!(h.kind, kind as u8);
@@ -625,6 +655,28 @@ fn object_has_every_program_and_map_with_the_shared_layout() {
             Counter::COUNT,
         ),
         (
+            MAP_QUARANTINE_ON,
+            MapType::Array,
+            size_of::<u32>(),
+            size_of::<u32>(),
+            1,
+        ),
+        (
+            MAP_QUARANTINE,
+            MapType::Hash,
+            size_of::<u64>(),
+            size_of::<QuarantineEntry>(),
+            QUARANTINE_MAX,
+        ),
+        (
+            MAP_QUARANTINE_STATS,
+            MapType::PerCpuHash,
+            size_of::<u64>(),
+            size_of::<QuarantineStats>(),
+            QUARANTINE_MAX,
+        ),
+        // Last: the one map only ingress uses.
+        (
             MAP_LOCAL_PEERS,
             MapType::Hash,
             size_of::<PeerKey>(),
@@ -638,7 +690,9 @@ fn object_has_every_program_and_map_with_the_shared_layout() {
         let data = match (map, ty) {
             (Map::RingBuf(d), MapType::RingBuf)
             | (Map::HashMap(d), MapType::Hash)
-            | (Map::PerCpuArray(d), MapType::PerCpuArray) => d,
+            | (Map::PerCpuArray(d), MapType::PerCpuArray)
+            | (Map::Array(d), MapType::Array)
+            | (Map::PerCpuHashMap(d), MapType::PerCpuHash) => d,
             (other, _) => panic!("map {name} has the wrong type: {other:?}"),
         };
         let info = data.info().expect("map info");
@@ -651,7 +705,7 @@ fn object_has_every_program_and_map_with_the_shared_layout() {
     }
     // Ingress uses every map; egress never looks up LOCAL_PEERS (only incoming requests are
     // mirrored), so the compiler drops that lookup there.
-    let egress_maps: Vec<u32> = map_ids[..3].to_vec();
+    let egress_maps: Vec<u32> = map_ids[..map_ids.len() - 1].to_vec();
     for (name, mut want) in [(PROG_EGRESS, egress_maps), (PROG_INGRESS, map_ids.clone())] {
         let info = ebpf
             .program(name)
@@ -1354,4 +1408,283 @@ fn request_from_a_local_peer_is_mirrored_not_reported() {
     h.cap.set_local_peers(&[]).expect("LOCAL_PEERS is writable");
     let out = h.run(Direction::Ingress, &req.frame());
     assert_eq!(out.kinds(), ["open", "chunk"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quarantine: the test thread's own cgroup (the dummy socket's) is put in quarantine.
+
+/// The test thread's cgroup id; quarantine tests cannot target the dummy socket without it.
+fn require_own_cgroup(h: &Harness) -> u64 {
+    h.cgroup_id.expect(
+        "quarantine tests need the test thread's cgroup v2 id, but no cgroup v2 file system is \
+         mounted here (see /proc/self/mountinfo)",
+    )
+}
+
+/// Drop statistics of one direction.
+fn qdir(packets: u64, bytes: u64, attempts: u64) -> QuarantineDirStats {
+    QuarantineDirStats {
+        packets,
+        bytes,
+        attempts,
+    }
+}
+
+fn qstats(egress: QuarantineDirStats, ingress: QuarantineDirStats) -> QuarantineStats {
+    QuarantineStats {
+        dir: [egress, ingress],
+    }
+}
+
+fn quarantine_drop(r: &Rec) -> &QuarantineDrop {
+    match r {
+        Rec::Drop(d) => d,
+        other => panic!("expected a quarantine drop record, got {other:?}"),
+    }
+}
+
+impl Harness {
+    /// The drop statistics of `id` (summed over CPUs); panics if there is no entry.
+    fn qstats(&self, id: u64) -> QuarantineStats {
+        let all = self.cap.quarantine_stats().expect("stats readable");
+        *all.get(&id)
+            .unwrap_or_else(|| panic!("no stats for cgroup {id}: {all:?}"))
+    }
+}
+
+#[test]
+fn quarantined_egress_syn_is_dropped_counted_and_recorded() {
+    let mut h = Harness::new();
+    let own = require_own_cgroup(&h);
+    let since = boot_ns();
+    h.cap
+        .set_quarantine(&[(own, since)])
+        .expect("quarantine set");
+    let set = h.cap.quarantine().expect("quarantine readable");
+    assert_eq!(set.len(), 1);
+    assert_eq!(set[&own], QuarantineEntry::enforce(since));
+    assert_eq!(set[&own].mode, MODE_ENFORCE);
+    assert_eq!(h.qstats(own), QuarantineStats::default(), "starts at zero");
+
+    // A SYN as Linux sends it: 20 bytes of options.
+    let mut syn = Pkt::v4_out().flags(SYN).seq(0x8000_0001);
+    syn.doff = 10;
+    let out = h.run_expect(Direction::Egress, &syn.frame(), DROP);
+    assert_eq!(out.kinds(), ["quarantine-drop"]);
+    let d = quarantine_drop(&out.records[0]);
+    assert_eq!(d.tuple, tuple_of(&syn, Direction::Egress, Initiator::Local));
+    assert_eq!(d.tuple.local_ip(), IpAddr::from(CLIENT_V4));
+    assert_eq!(d.tuple.remote_ip(), IpAddr::from(SERVER_V4));
+    assert_eq!(d.dir, Direction::Egress as u8);
+    assert_eq!(d._pad, [0; 7]);
+    assert_eq!(d.hdr.cgroup_id, own);
+    // Dropped before the flow table: no packet counted as seen, no flow.
+    out.assert_counters(&[(Counter::QuarantineDropped, 1)]);
+    assert!(h.flows().is_empty(), "{:?}", h.flows());
+    let syn_len = syn.ip().len() as u64;
+    assert_eq!(
+        h.qstats(own),
+        qstats(qdir(1, syn_len, 1), QuarantineDirStats::default())
+    );
+
+    // Retransmitted SYNs are attempts too, each recorded.
+    let (verdict, out) = h.run_verdict(Direction::Egress, &syn.frame(), 3);
+    assert_eq!(verdict, DROP);
+    assert_eq!(
+        out.kinds(),
+        ["quarantine-drop", "quarantine-drop", "quarantine-drop"]
+    );
+    out.assert_counters(&[(Counter::QuarantineDropped, 3)]);
+    assert_eq!(
+        h.qstats(own),
+        qstats(qdir(4, 4 * syn_len, 4), QuarantineDirStats::default())
+    );
+
+    // IPv6 as well.
+    let syn6 = Pkt::v6_out().flags(SYN).seq(7);
+    let out = h.run_expect(Direction::Egress, &syn6.frame(), DROP);
+    assert_eq!(out.kinds(), ["quarantine-drop"]);
+    let d = quarantine_drop(&out.records[0]);
+    assert_eq!(
+        d.tuple,
+        tuple_of(&syn6, Direction::Egress, Initiator::Local)
+    );
+    assert_eq!(d.tuple.family, FAMILY_V6);
+    assert_eq!(h.qstats(own).dir[0].attempts, 5);
+    assert!(h.flows().is_empty());
+}
+
+#[test]
+fn quarantined_data_packets_are_dropped_and_counted_without_records() {
+    let mut h = Harness::new();
+    let own = require_own_cgroup(&h);
+    h.cap.set_quarantine(&[(own, 1)]).expect("quarantine set");
+
+    // A request, a response, a SYN-ACK (not an attempt), a FIN and a UDP datagram: all dropped,
+    // none recorded, none in the flow table.
+    let get = Pkt::v4_out()
+        .flags(ACK | PSH)
+        .seq(1000)
+        .payload(GET_LOOKUP)
+        .with_timestamps();
+    let resp = Pkt::v4_in()
+        .flags(ACK | PSH)
+        .seq(5)
+        .payload(RESPONSE_HELLO)
+        .with_timestamps();
+    let syn_ack = Pkt::v4_in().flags(SYN | ACK).seq(9);
+    let fin = Pkt::v4_out().flags(FIN | ACK).seq(10);
+    let mut udp = Pkt::v4_out();
+    udp.proto = IPPROTO_UDP;
+    udp.l4 = Some(vec![
+        0x9c, 0x40, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, 1, 2, 3, 4,
+    ]);
+    let mut want = QuarantineStats::default();
+    for (pkt, dir) in [
+        (&get, Direction::Egress),
+        (&resp, Direction::Ingress),
+        (&syn_ack, Direction::Ingress),
+        (&fin, Direction::Egress),
+        (&udp, Direction::Egress),
+    ] {
+        let out = h.run_expect(dir, &pkt.frame(), DROP);
+        assert!(out.records.is_empty(), "{pkt:?}: {:?}", out.kinds());
+        out.assert_counters(&[(Counter::QuarantineDropped, 1)]);
+        let d = &mut want.dir[dir.index()];
+        d.packets += 1;
+        d.bytes += pkt.ip().len() as u64;
+        assert_eq!(h.qstats(own), want, "{pkt:?}");
+    }
+    assert_eq!(want.attempts(), 0);
+    assert_eq!(want.packets(), 5);
+    assert_eq!(
+        want.dir[0].bytes,
+        (get.ip().len() + fin.ip().len() + udp.ip().len()) as u64
+    );
+    assert!(h.flows().is_empty(), "{:?}", h.flows());
+}
+
+#[test]
+fn syn_for_a_quarantined_listener_is_dropped_on_ingress() {
+    let mut h = Harness::new();
+    let own = require_own_cgroup(&h);
+    h.cap.set_quarantine(&[(own, 1)]).expect("quarantine set");
+    // On the listener's socket the remote client's SYN arrives: CLIENT → SERVER (local).
+    for mut syn in [Pkt::v4_out(), Pkt::v6_out()] {
+        syn = syn.flags(SYN).seq(77);
+        let out = h.run_expect(Direction::Ingress, &syn.frame(), DROP);
+        assert_eq!(out.kinds(), ["quarantine-drop"]);
+        let d = quarantine_drop(&out.records[0]);
+        assert_eq!(
+            d.tuple,
+            tuple_of(&syn, Direction::Ingress, Initiator::Unknown)
+        );
+        assert_eq!(
+            (d.tuple.local_port, d.tuple.remote_port),
+            (SERVER_PORT, CLIENT_PORT),
+            "the listener is the local end"
+        );
+        assert_eq!(d.dir, Direction::Ingress as u8);
+        out.assert_counters(&[(Counter::QuarantineDropped, 1)]);
+    }
+    let st = h.qstats(own);
+    assert_eq!(st.dir[Direction::Ingress.index()].attempts, 2);
+    assert_eq!(st.dir[Direction::Ingress.index()].packets, 2);
+    assert_eq!(
+        st.dir[Direction::Egress.index()],
+        QuarantineDirStats::default()
+    );
+    assert!(h.flows().is_empty());
+}
+
+#[test]
+fn another_cgroups_quarantine_leaves_this_one_alone() {
+    let mut h = Harness::new();
+    let own = require_own_cgroup(&h);
+    let other = own ^ 0x5555_0000_0000;
+    assert_ne!(other, 0);
+    h.cap.set_quarantine(&[(other, 1)]).expect("quarantine set");
+    let syn = Pkt::v4_out().flags(SYN).seq(1);
+    let out = h.run(Direction::Egress, &syn.frame());
+    assert_eq!(out.kinds(), ["open"]);
+    assert_eq!(
+        open(&out.records[0]).tuple,
+        tuple_of(&syn, Direction::Egress, Initiator::Local)
+    );
+    out.assert_counters(&[(Counter::Packets, 1)]);
+    let get = Pkt::v4_out().flags(ACK | PSH).seq(1000).payload(GET_LOOKUP);
+    let out = h.run(Direction::Egress, &get.frame());
+    assert_eq!(out.kinds(), ["open", "chunk"]);
+    let all = h.cap.quarantine_stats().expect("stats readable");
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[&other], QuarantineStats::default());
+}
+
+#[test]
+fn lifting_the_quarantine_passes_traffic_again() {
+    let mut h = Harness::new();
+    let own = require_own_cgroup(&h);
+    let syn = Pkt::v4_out().flags(SYN).seq(1);
+    h.cap.set_quarantine(&[(own, 5)]).expect("quarantine set");
+    let out = h.run_expect(Direction::Egress, &syn.frame(), DROP);
+    assert_eq!(out.kinds(), ["quarantine-drop"]);
+
+    // The same set again keeps the statistics; a new date restarts them.
+    h.cap.set_quarantine(&[(own, 5)]).expect("quarantine set");
+    assert_eq!(h.qstats(own).attempts(), 1);
+    h.cap.set_quarantine(&[(own, 6)]).expect("quarantine set");
+    assert_eq!(h.qstats(own), QuarantineStats::default());
+    assert_eq!(
+        h.cap.quarantine().expect("readable")[&own],
+        QuarantineEntry::enforce(6)
+    );
+    h.run_expect(Direction::Egress, &syn.frame(), DROP);
+
+    // Another cgroup joins, ours leaves: ours passes, its statistics are gone.
+    let other = own ^ 0x5555_0000_0000;
+    h.cap.set_quarantine(&[(other, 7)]).expect("quarantine set");
+    let out = h.run(Direction::Egress, &syn.frame());
+    assert_eq!(out.kinds(), ["open"]);
+    let all = h.cap.quarantine_stats().expect("stats readable");
+    assert_eq!(all.keys().copied().collect::<Vec<_>>(), [other]);
+
+    // Everything lifted: nothing left in the kernel, everything passes.
+    h.cap.set_quarantine(&[]).expect("quarantine cleared");
+    assert!(h.cap.quarantine().expect("readable").is_empty());
+    assert!(h.cap.quarantine_stats().expect("readable").is_empty());
+    let out = h.run(Direction::Egress, &syn.frame());
+    assert_eq!(out.kinds(), ["open"]);
+    out.assert_counters(&[(Counter::Packets, 1)]);
+    let out = h.run(Direction::Ingress, &Pkt::v4_out().flags(SYN).frame());
+    assert!(out.records.is_empty(), "a listener's SYN opens no flow");
+    out.assert_counters(&[(Counter::Packets, 1)]);
+}
+
+#[test]
+fn quarantine_set_rejects_what_the_kernel_cannot_hold() {
+    let mut h = Harness::new();
+    let err = h
+        .cap
+        .set_quarantine(&[(0, 1)])
+        .expect_err("cgroup id 0 is refused");
+    assert!(err.to_string().contains("cgroup id 0"), "{err}");
+    let too_many: Vec<(u64, u64)> = (1..=u64::from(QUARANTINE_MAX) + 1)
+        .map(|i| (i, 1))
+        .collect();
+    let err = h
+        .cap
+        .set_quarantine(&too_many)
+        .expect_err("more than the map holds is refused");
+    assert!(err.to_string().contains("at most"), "{err}");
+    // Nothing was written by the refused calls; exactly the capacity fits.
+    assert!(h.cap.quarantine().expect("readable").is_empty());
+    h.cap
+        .set_quarantine(&too_many[..QUARANTINE_MAX as usize])
+        .expect("a full set fits");
+    assert_eq!(
+        h.cap.quarantine_stats().expect("readable").len(),
+        QUARANTINE_MAX as usize
+    );
+    h.cap.set_quarantine(&[]).expect("cleared");
+    assert!(h.cap.quarantine_stats().expect("readable").is_empty());
 }

@@ -87,7 +87,8 @@ impl Agent {
         Self::start_with(lab, &[])
     }
 
-    /// Like [`Agent::start`] with extra arguments.
+    /// Like [`Agent::start`] with extra arguments. Without a `--policy` among them, the lab
+    /// tests' policy (`tests/fixtures/lab-policy.yaml`: redaction settings only) is used.
     pub fn start_with(lab: &Lab, extra: &[&str]) -> Result<Self> {
         Self::start_with_inventory(lab, lab.inventory_path(), extra)
     }
@@ -96,15 +97,31 @@ impl Agent {
     pub fn start_with_inventory(lab: &Lab, inventory: &Path, extra: &[&str]) -> Result<Self> {
         let ready = lab.run_dir().join("agent-ready");
         let _ = std::fs::remove_file(&ready);
+        let policy = fixture("lab-policy.yaml");
+        let default_policy: &[&str] =
+            if extra.contains(&"--policy") || extra.contains(&"--no-policy") {
+                &[]
+            } else {
+                &[
+                    "--policy",
+                    policy.to_str().context("fixture path is UTF-8")?,
+                ]
+            };
+        let extra: Vec<&str> = extra
+            .iter()
+            .copied()
+            .filter(|a| *a != "--no-policy")
+            .collect();
         let mut child = Command::new(monitor_bin())
             .arg("agent")
+            .args(default_policy)
             .arg("--inventory")
             .arg(inventory)
             .arg("--cgroup")
             .arg(lab.attach_cgroup())
             .arg("--ready-file")
             .arg(&ready)
-            .args(extra)
+            .args(&extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

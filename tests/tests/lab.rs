@@ -309,3 +309,28 @@ fn two_pods_calling_concurrently() {
     assert_eq!(of_kind(&records, "http").len(), 100);
     no_losses(&records);
 }
+
+#[test]
+fn without_a_policy_every_query_value_is_redacted() {
+    let lab = lab("mlt13", &fixture("lab.yaml"));
+    let web = lab.pod_ip("web").unwrap();
+    let agent = Agent::start_with(&lab, &["--no-policy"]).unwrap();
+    let url = format!("http://{web}/small?user_id=1049&email=a%40b.c&flag");
+    run_in(&lab, "client-a", "curl", &["-sS", "-o", "/dev/null", &url]);
+    let records = agent.stop().unwrap();
+    let http = of_kind(&records, "http");
+    assert_eq!(http.len(), 1);
+    assert_eq!(
+        http[0]["http"]["query"],
+        "user_id=REDACTED&email=REDACTED&flag"
+    );
+    assert_eq!(
+        http[0]["http"]["target"],
+        "/small?user_id=REDACTED&email=REDACTED&flag"
+    );
+    let line = serde_json::to_string(&records).unwrap();
+    assert!(
+        !line.contains("1049") && !line.contains("a%40b.c"),
+        "values leaked: {line}"
+    );
+}

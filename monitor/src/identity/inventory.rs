@@ -1,12 +1,10 @@
-//! Who a cgroup id or an IP address is.
-//!
-//! [`PodResolver`] is the seam: the static inventory file ([`Inventory`]) is the lab's and the
-//! default source; a Kubernetes source plugs in behind the same trait. A cgroup id is the
-//! inode number of the pod's cgroup v2 directory; ids of pods whose cgroup appears after the
-//! agent started are picked up by a rate-limited rescan.
+//! The static inventory: a YAML file listing this node's pods (and named external hosts and
+//! Services). The lab's identity source and the default. A cgroup id is the inode number of the
+//! pod's cgroup v2 directory; pods whose cgroup appears after the agent started are found by a
+//! rescan on the first unknown id.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     net::IpAddr,
     os::unix::fs::MetadataExt as _,
     path::{Component, Path, PathBuf},
@@ -16,53 +14,7 @@ use std::{
 
 use serde::Deserialize;
 
-/// Identity of a pod (or, for [`Pod::external`] entries, a named host outside the cluster).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pod {
-    /// Pod name.
-    pub name: String,
-    /// Namespace.
-    #[serde(default)]
-    pub namespace: String,
-    /// Pod UID, when known.
-    #[serde(default)]
-    pub uid: Option<String>,
-    /// The Service the pod backs.
-    #[serde(default)]
-    pub service: Option<String>,
-    /// Service account.
-    #[serde(default)]
-    pub service_account: Option<String>,
-    /// Labels.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Pod IPs (IPv4 and/or IPv6).
-    #[serde(default)]
-    pub ips: Vec<IpAddr>,
-    /// cgroup path relative to the agent's `--cgroup` directory.
-    #[serde(default)]
-    pub cgroup: Option<PathBuf>,
-    /// Lab-only settings (servers to start); ignored by the agent.
-    #[serde(default)]
-    pub lab: Option<serde_yaml_ng::Value>,
-    /// True for entries under `externals:`.
-    #[serde(skip)]
-    pub external: bool,
-}
-
-/// Resolves identities for records.
-pub trait PodResolver: Send {
-    /// The node name written into every record.
-    fn node(&self) -> &str;
-    /// The pod owning cgroup `id`, if known.
-    fn by_cgroup(&mut self, id: u64) -> Option<Arc<Pod>>;
-    /// The pod or named external host with address `ip`, if known.
-    fn by_ip(&self, ip: IpAddr) -> Option<Arc<Pod>>;
-    /// Addresses of this node's pods whose cgroup is under the monitored root now (their own
-    /// sockets are captured, so their peers' server-side view is redundant).
-    fn monitored_pod_ips(&mut self) -> Vec<IpAddr>;
-}
+use super::{PeerKind, Pod, PodResolver};
 
 /// Why an inventory file was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +57,8 @@ struct File {
     pods: Vec<Pod>,
     #[serde(default)]
     externals: Vec<Pod>,
+    #[serde(default)]
+    services: Vec<Pod>,
     /// Lab-only topology settings; ignored by the agent.
     #[serde(default)]
     #[expect(
@@ -163,10 +117,14 @@ impl Inventory {
         let entries = file
             .pods
             .into_iter()
-            .map(|p| (p, false))
-            .chain(file.externals.into_iter().map(|p| (p, true)));
-        for (mut pod, external) in entries {
-            pod.external = external;
+            .map(|p| (p, PeerKind::Pod))
+            .chain(file.externals.into_iter().map(|p| (p, PeerKind::External)))
+            .chain(file.services.into_iter().map(|p| (p, PeerKind::Service)));
+        for (mut pod, kind) in entries {
+            pod.kind = kind;
+            if kind == PeerKind::Service && pod.service.is_none() {
+                pod.service = Some(pod.name.clone());
+            }
             let key = (pod.namespace.clone(), pod.name.clone());
             if names.insert(key, ()).is_some() {
                 return Err(invalid(format!(
@@ -262,7 +220,7 @@ impl PodResolver for Inventory {
         let mut ips: Vec<IpAddr> = self
             .by_cgroup
             .values()
-            .filter(|p| !p.external)
+            .filter(|p| p.kind == PeerKind::Pod)
             .flat_map(|p| p.ips.iter().copied())
             .collect();
         ips.sort_unstable();
@@ -291,7 +249,10 @@ mod tests {
             (a.name.as_str(), a.service.as_deref()),
             ("a", Some("svc-a"))
         );
-        assert!(inv.by_ip("10.9.9.9".parse().unwrap()).unwrap().external);
+        assert_eq!(
+            inv.by_ip("10.9.9.9".parse().unwrap()).unwrap().kind,
+            PeerKind::External
+        );
         assert!(inv.by_ip("10.0.0.2".parse().unwrap()).is_none());
     }
 
