@@ -18,6 +18,7 @@ use monitor_common::{
     Direction,
     counter::Counter,
     flow::{CloseReason, FlowTuple},
+    quarantine::{QuarantineDrop, QuarantineStats},
     record::user::{Record as Raw, decode},
 };
 
@@ -33,7 +34,7 @@ use crate::{
     },
     record::{
         Endpoint, EndpointKind, FlowRecord, HttpFields, HttpRecord, LossRecord, PolicyEvent,
-        Record, split_target,
+        QuarantineAttestation, Record, split_target,
     },
 };
 
@@ -136,10 +137,13 @@ pub fn run(
             failures: 0,
         }),
         engine: policy.map(|p| Engine::new(p, Clock::boot_ns())),
+        quarantine: QuarantineBook::default(),
     };
     let mut last_poll = Instant::now();
     let mut last_loss = Instant::now();
     let mut last_sweep = Instant::now();
+    let mut last_attest = Instant::now();
+    agent.sync_quarantine(&mut capture, identity, Clock::boot_ns())?;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         agent.drain(&mut capture);
@@ -176,6 +180,7 @@ pub fn run(
             }
             agent.emit(identity, out)?;
             agent.close_windows(now_ns, true, out)?;
+            agent.attest_quarantine(&capture, identity.node(), out)?;
             agent.report_losses(&capture, identity, out)?;
             out.flush()?;
             tracing::info!(
@@ -187,6 +192,11 @@ pub fn run(
         if last_loss.elapsed() >= cfg.loss_every {
             last_loss = Instant::now();
             agent.reload_policy(out)?;
+            agent.sync_quarantine(&mut capture, identity, now_ns)?;
+            if last_attest.elapsed() >= Duration::from_secs(10) {
+                last_attest = Instant::now();
+                agent.attest_quarantine(&capture, identity.node(), out)?;
+            }
             agent.close_windows(now_ns, false, out)?;
             agent.report_losses(&capture, identity, out)?;
             agent.clock = Clock::new();
@@ -226,6 +236,32 @@ struct Agent {
     aggregator: Aggregator,
     /// The policy file being watched for changes.
     policy_watch: Option<PolicyWatch>,
+    /// Quarantine bookkeeping.
+    quarantine: QuarantineBook,
+}
+
+/// What the agent tracks about quarantined pods.
+#[derive(Debug, Default)]
+struct QuarantineBook {
+    /// Since when each pod (`namespace/name`) is quarantined, boot-time ns.
+    since: HashMap<String, u64>,
+    /// Pods quarantined now.
+    pods: HashMap<String, QuarantinedPod>,
+    /// The (cgroup id, since) set last written to the kernel.
+    entries: Vec<(u64, u64)>,
+    /// Exchanges/flows seen from or to an enforced pod after enforcement began.
+    escaped: HashMap<String, u64>,
+    /// Blocked connection attempts not yet reported.
+    drops: Vec<QuarantineDrop>,
+}
+
+#[derive(Debug)]
+struct QuarantinedPod {
+    pod: std::sync::Arc<crate::identity::Pod>,
+    since: u64,
+    reason: String,
+    enforce: bool,
+    cgroups: Vec<u64>,
 }
 
 /// A policy file watched for changes.
@@ -319,11 +355,13 @@ impl Agent {
         out: &mut dyn Write,
     ) -> Result<bool, AgentError> {
         let outputs: Vec<Output> = self.tracker.drain().collect();
-        let wrote = !outputs.is_empty();
+        let wrote = !outputs.is_empty() || !self.quarantine.drops.is_empty();
+        self.emit_drops(identity, out)?;
         for o in outputs {
             match o {
                 Output::Exchange(e) => {
                     if let Some(mut r) = self.http_record(&e, identity) {
+                        self.note_escape(&r.source, &r.destination, e.request_ns);
                         // Violations first: a SIEM sees the alert no later than the evidence.
                         self.evaluate_http(&r, e.request_ns, identity.node(), out)?;
                         self.redact(&mut r);
@@ -332,6 +370,7 @@ impl Agent {
                 }
                 Output::Flow(f) => {
                     if let Some(r) = self.flow_record(&f, identity) {
+                        self.note_escape(&r.source, &r.destination, f.last_ns);
                         if r.http_exchanges == 0 {
                             self.evaluate_flow(&r, f.flow.first_ns, identity.node(), out)?;
                         }
@@ -506,6 +545,26 @@ impl Agent {
         observer: Observer,
         identity: &mut dyn PodResolver,
     ) -> Option<(Endpoint, Endpoint)> {
+        let remote_is_local_pod = tuple
+            .and_then(|t| identity.by_ip(t.remote_ip()))
+            .is_some_and(|p| p.kind == PeerKind::Pod);
+        // Both ends on this node: the client's socket reports the exchange; the server's
+        // observation of it would be a duplicate.
+        if observer == Observer::Server && remote_is_local_pod {
+            self.suppressed += 1;
+            return None;
+        }
+        Some(self.endpoints_of(cgroup_id, tuple, observer, identity))
+    }
+
+    /// Client and server endpoints of a flow seen from the local socket.
+    fn endpoints_of(
+        &mut self,
+        cgroup_id: u64,
+        tuple: Option<&FlowTuple>,
+        observer: Observer,
+        identity: &mut dyn PodResolver,
+    ) -> (Endpoint, Endpoint) {
         let local_pod = identity.by_cgroup(cgroup_id);
         let (local_ip, remote_ip, local_port, remote_port) = match tuple {
             Some(t) => (
@@ -517,14 +576,6 @@ impl Agent {
             None => (None, None, 0, 0),
         };
         let remote_pod = remote_ip.and_then(|ip| identity.by_ip(ip));
-        // Both ends on this node: the client's socket reports the exchange; the server's
-        // observation of it would be a duplicate.
-        if observer == Observer::Server
-            && remote_pod.as_ref().is_some_and(|p| p.kind == PeerKind::Pod)
-        {
-            self.suppressed += 1;
-            return None;
-        }
         let mut local = Endpoint::new(local_pod.as_ref(), local_ip, local_port);
         local.cgroup_id = Some(cgroup_id);
         if local_pod.is_none() {
@@ -534,10 +585,10 @@ impl Agent {
             }));
         }
         let remote = Endpoint::new(remote_pod.as_ref(), remote_ip, remote_port);
-        Some(match observer {
+        match observer {
             Observer::Client => (local, remote),
             Observer::Server => (remote, local),
-        })
+        }
     }
 
     fn http_record(&mut self, e: &Exchange, identity: &mut dyn PodResolver) -> Option<HttpRecord> {
@@ -644,8 +695,149 @@ impl Agent {
         Ok(())
     }
 
-    /// Turned into quarantine-breach violations by the policy engine.
-    fn on_quarantine_drop(&mut self, _d: &monitor_common::quarantine::QuarantineDrop) {}
+    /// Keeps a blocked connection attempt until `emit` (which has the identity source) turns it
+    /// into a quarantine-breach violation.
+    fn on_quarantine_drop(&mut self, d: &QuarantineDrop) {
+        self.quarantine.drops.push(*d);
+    }
+
+    /// Turns blocked connection attempts into quarantine-breach violations.
+    fn emit_drops(
+        &mut self,
+        identity: &mut dyn PodResolver,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
+        let drops = std::mem::take(&mut self.quarantine.drops);
+        for d in drops {
+            let observer = if d.dir == Direction::Egress as u8 {
+                Observer::Client
+            } else {
+                Observer::Server
+            };
+            let (src, dst) = self.endpoints_of(d.hdr.cgroup_id, Some(&d.tuple), observer, identity);
+            let Some(engine) = &self.engine else { continue };
+            let Some(mut f) = engine.quarantine_finding(&src, &dst) else {
+                continue;
+            };
+            f.message = format!(
+                "{}: connection attempt to port {} blocked in the kernel",
+                f.message, dst.port
+            );
+            let time = self.clock.rfc3339(d.hdr.ts_ns);
+            let route = format!("tcp/{}", dst.port);
+            let v = engine.violation(&f, &src, &dst, None, &route, time, identity.node(), None);
+            if let Some(v) = self.aggregator.offer(&source_key(&src), v, d.hdr.ts_ns) {
+                self.write(&Record::Violation(Box::new(v)), out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the kernel's quarantine set in line with the policy (enforce mode only) and
+    /// remembers since when each pod is quarantined.
+    fn sync_quarantine(
+        &mut self,
+        capture: &mut Capture,
+        identity: &mut dyn PodResolver,
+        now_ns: u64,
+    ) -> Result<(), AgentError> {
+        let mut entries = Vec::new();
+        let mut now_quarantined = HashMap::new();
+        if let Some(engine) = &self.engine {
+            let enforce = engine.enforcing();
+            for (pod, cgroup) in identity.pod_cgroups() {
+                let ep = Endpoint::new(Some(&pod), pod.ips.first().copied(), 0);
+                let Some((_, reason)) = engine.quarantined(&ep) else {
+                    continue;
+                };
+                let key = format!("{}/{}", pod.namespace, pod.name);
+                let since = *self.quarantine.since.entry(key.clone()).or_insert(now_ns);
+                if enforce {
+                    entries.push((cgroup, since));
+                }
+                let q = now_quarantined
+                    .entry(key)
+                    .or_insert_with(|| QuarantinedPod {
+                        pod: pod.clone(),
+                        since,
+                        reason,
+                        enforce,
+                        cgroups: Vec::new(),
+                    });
+                q.cgroups.push(cgroup);
+            }
+        }
+        entries.sort_unstable();
+        if entries != self.quarantine.entries {
+            capture.set_quarantine(&entries)?;
+            tracing::info!(cgroups = entries.len(), "kernel quarantine set updated");
+            self.quarantine.entries = entries;
+        }
+        self.quarantine
+            .since
+            .retain(|k, _| now_quarantined.contains_key(k));
+        self.quarantine.pods = now_quarantined;
+        Ok(())
+    }
+
+    /// Writes one attestation per quarantined pod: since when, attempts blocked, packets and
+    /// bytes dropped, and how many exchanges or flows escaped (seen after enforcement: 0).
+    fn attest_quarantine(
+        &mut self,
+        capture: &Capture,
+        node: &str,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
+        if self.quarantine.pods.is_empty() {
+            return Ok(());
+        }
+        let stats = capture.quarantine_stats()?;
+        let now = self.clock.rfc3339(Clock::boot_ns());
+        let mut pods: Vec<&QuarantinedPod> = self.quarantine.pods.values().collect();
+        pods.sort_by(|a, b| a.pod.name.cmp(&b.pod.name));
+        let mut lines = Vec::new();
+        for q in pods {
+            let mut total = QuarantineStats::default();
+            for c in &q.cgroups {
+                if let Some(s) = stats.get(c) {
+                    total.merge(s);
+                }
+            }
+            let key = format!("{}/{}", q.pod.namespace, q.pod.name);
+            lines.push(Record::Quarantine(QuarantineAttestation {
+                time: now.clone(),
+                node: node.to_owned(),
+                namespace: q.pod.namespace.clone(),
+                pod: q.pod.name.clone(),
+                mode: if q.enforce { "enforce" } else { "observe" },
+                reason: q.reason.clone(),
+                since: self.clock.rfc3339(q.since),
+                attempts_blocked: total.attempts(),
+                packets_dropped: total.packets(),
+                bytes_dropped: total.bytes(),
+                escaped: self.quarantine.escaped.get(&key).copied().unwrap_or(0),
+            }));
+        }
+        for l in lines {
+            self.write(&l, out)?;
+        }
+        Ok(())
+    }
+
+    /// Counts an exchange or flow of a pod under enforced quarantine that got through anyway.
+    fn note_escape(&mut self, src: &Endpoint, dst: &Endpoint, ns: u64) {
+        for ep in [src, dst] {
+            if let (Some(p), Some(n)) = (&ep.pod, &ep.namespace) {
+                let key = format!("{n}/{p}");
+                if let Some(q) = self.quarantine.pods.get(&key)
+                    && q.enforce
+                    && ns > q.since
+                {
+                    *self.quarantine.escaped.entry(key).or_default() += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Shared stop flag for signal handlers.

@@ -28,6 +28,35 @@ pub enum Record {
     Violation(Box<Violation>),
     /// The policy was (re)loaded, or a reload failed and the last good policy stays.
     Policy(PolicyEvent),
+    /// Attestation of a quarantine: since when, what was blocked, what escaped.
+    Quarantine(QuarantineAttestation),
+}
+
+/// Periodic attestation of one quarantined pod (every 10 s and when the agent stops).
+#[derive(Debug, Serialize)]
+pub struct QuarantineAttestation {
+    /// When (RFC 3339).
+    pub time: String,
+    /// Node.
+    pub node: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Pod.
+    pub pod: String,
+    /// `enforce` (dropped in the kernel) or `observe` (reported only).
+    pub mode: &'static str,
+    /// Why it is quarantined (policy entry or NetworkPolicy).
+    pub reason: String,
+    /// Since when (RFC 3339; when this agent first saw it quarantined).
+    pub since: String,
+    /// Connection attempts blocked in the kernel (SYNs; retransmissions count again).
+    pub attempts_blocked: u64,
+    /// Packets dropped in the kernel.
+    pub packets_dropped: u64,
+    /// Bytes dropped in the kernel.
+    pub bytes_dropped: u64,
+    /// HTTP exchanges or flows of the pod seen after enforcement began (0 when enforced).
+    pub escaped: u64,
 }
 
 /// A policy (re)load event.

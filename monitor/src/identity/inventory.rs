@@ -215,6 +215,18 @@ impl PodResolver for Inventory {
         self.by_ip.get(&ip).cloned()
     }
 
+    fn pod_cgroups(&mut self) -> Vec<(Arc<Pod>, u64)> {
+        let mut out = Vec::new();
+        for pod in self.pods.iter().filter(|p| p.kind == PeerKind::Pod) {
+            if let Some(cg) = &pod.cgroup {
+                for ino in cgroup_tree(&self.cgroup_root.join(cg), 4) {
+                    out.push((pod.clone(), ino));
+                }
+            }
+        }
+        out
+    }
+
     fn monitored_pod_ips(&mut self) -> Vec<IpAddr> {
         self.rescan();
         let mut ips: Vec<IpAddr> = self
@@ -227,6 +239,24 @@ impl PodResolver for Inventory {
         ips.dedup();
         ips
     }
+}
+
+/// Inode numbers (cgroup ids) of `dir` and the directories below it, `depth` levels down.
+fn cgroup_tree(dir: &Path, depth: usize) -> Vec<u64> {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Vec::new();
+    };
+    let mut out = vec![meta.ino()];
+    if depth > 0
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(cgroup_tree(&e.path(), depth - 1));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -310,6 +340,14 @@ mod tests {
         .unwrap();
         let ino = std::fs::metadata(dir.join("pod-a")).unwrap().ino();
         assert_eq!(inv.by_cgroup(ino).unwrap().name, "a");
+        // Every cgroup of a pod, its own and those below it (containers).
+        std::fs::create_dir_all(dir.join("pod-a/ctr-1")).unwrap();
+        let ctr = std::fs::metadata(dir.join("pod-a/ctr-1")).unwrap().ino();
+        let mut got: Vec<u64> = inv.pod_cgroups().into_iter().map(|(_, id)| id).collect();
+        got.sort_unstable();
+        let mut want = vec![ino, ctr];
+        want.sort_unstable();
+        assert_eq!(got, want);
         // Only pods whose cgroup exists count as monitored.
         assert!(
             inv.monitored_pod_ips().is_empty(),

@@ -255,6 +255,15 @@ impl PodResolver for KubeResolver {
         self.shared.index().by_ip.get(&ip).cloned()
     }
 
+    fn pod_cgroups(&mut self) -> Vec<(Arc<Pod>, u64)> {
+        self.cgroups.rescan();
+        let index = self.shared.index();
+        self.cgroups
+            .entries()
+            .filter_map(|(id, e)| Some((index.by_uid.get(&e.pod.as_ref()?.uid)?.clone(), id)))
+            .collect()
+    }
+
     fn monitored_pod_ips(&mut self) -> Vec<IpAddr> {
         let since = self.cgroups.rescan();
         let index = self.shared.index();

@@ -97,6 +97,9 @@ pub trait PodResolver: Send {
     /// Addresses of this node's pods whose cgroup is under the monitored root now (their own
     /// sockets are captured, so their peers' server-side view is redundant).
     fn monitored_pod_ips(&mut self) -> Vec<IpAddr>;
+    /// This node's pods and the ids of their cgroups (every cgroup of the pod: its sockets
+    /// belong to the container cgroups below the pod's). Quarantine enforcement is by cgroup.
+    fn pod_cgroups(&mut self) -> Vec<(Arc<Pod>, u64)>;
     /// Why cgroup `id` has no identity (yet), for the record's note.
     fn unattributed_reason(&self, id: u64) -> Option<String> {
         let _ = id;

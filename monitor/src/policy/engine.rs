@@ -436,7 +436,18 @@ impl Engine {
         }
     }
 
-    fn quarantine_finding(&self, src: &Endpoint, dst: &Endpoint) -> Option<Finding> {
+    /// True when the policy's quarantine mode is `enforce`.
+    pub fn enforcing(&self) -> bool {
+        self.policy
+            .spec
+            .quarantine
+            .as_ref()
+            .is_some_and(|q| q.mode == super::schema::QuarantineMode::Enforce)
+    }
+
+    /// The quarantine-breach finding for traffic between `src` and `dst`, if either end is
+    /// quarantined.
+    pub fn quarantine_finding(&self, src: &Endpoint, dst: &Endpoint) -> Option<Finding> {
         let (ep, dir) = match self.quarantined(src) {
             Some(q) => (q, "from"),
             None => (self.quarantined(dst)?, "to"),
