@@ -182,6 +182,8 @@ struct Msg<H> {
     start: u32,
     /// Sequence number after the message's last byte, once known.
     end: Option<u32>,
+    /// The flow ended before the message's declared length arrived.
+    cut: bool,
     ns: u64,
 }
 
@@ -638,6 +640,7 @@ fn dispatch(
                     truncated,
                     start: seq,
                     end: None,
+                    cut: false,
                     ns,
                 },
                 resp: None,
@@ -655,6 +658,7 @@ fn dispatch(
                         truncated,
                         start: seq,
                         end: None,
+                        cut: false,
                         ns,
                     })
                 }
@@ -695,10 +699,22 @@ fn complete_ready(c: &mut Conn, out: &mut VecDeque<Output>, closed: bool) {
             };
             r.end = match declared_end {
                 Some(e) if known.is_some_and(|k| !after(e, k)) => Some(e),
-                Some(_) | None if closed => known,
+                // The flow ended before the declared length arrived: cut off (e.g. the client
+                // closed with the response in flight).
+                Some(_) if closed => {
+                    r.cut = true;
+                    known
+                }
+                // No declared length (chunked or until-close): the close delimits it.
+                None if closed => known,
                 _ => None,
             };
         }
+        let how = if r.cut {
+            Completion::Partial
+        } else {
+            Completion::Complete
+        };
         if r.end.is_none() {
             return;
         }
@@ -708,7 +724,7 @@ fn complete_ready(c: &mut Conn, out: &mut VecDeque<Output>, closed: bool) {
         if unbounded && !closed && progress_ns <= r.ns {
             return;
         }
-        emit_front(c, out, Completion::Complete);
+        emit_front(c, out, how);
     }
 }
 
@@ -1045,6 +1061,19 @@ mod tests {
         let outs = s.outputs();
         assert_eq!(losses(&outs), [AgentLoss::InvalidHead]);
         assert!(exchanges(&outs).is_empty());
+    }
+
+    #[test]
+    fn response_cut_off_by_the_close_is_partial() {
+        let mut s = Sim::new();
+        s.send(E, b"GET /x HTTP/1.1\r\nHost: w\r\n\r\n", 2048);
+        s.send(I, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", 2048);
+        s.send_uncaptured(I, 40);
+        s.close();
+        let outs = s.outputs();
+        let e = exchanges(&outs)[0];
+        assert_eq!(e.completion, Completion::Partial);
+        assert_eq!(e.response.as_ref().unwrap().body_bytes, Some(40));
     }
 
     #[test]
