@@ -198,3 +198,70 @@ fn pod_started_after_the_agent_is_attributed() {
     assert_eq!(http[0]["source"]["pod"], "late-pod");
     assert_eq!(http[0]["source"]["kind"], "pod");
 }
+
+fn lint(files: &[std::path::PathBuf]) -> (bool, String, String) {
+    let out = Command::new(monitor_bin())
+        .args(["policy", "lint"])
+        .args(files)
+        .output()
+        .expect("monitor runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn policy_lint_accepts_the_vantage_policy_and_reports_every_error_with_positions() {
+    let vantage = monitor_tests::repo_root().join("deploy/examples/vantage/policy.yaml");
+    let (ok, stdout, stderr) = lint(&[vantage.clone()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("policy.yaml: ok ("), "{stdout}");
+
+    let bad = fixture("policy/multi-error.yaml");
+    let (ok, _, stderr) = lint(&[bad.clone()]);
+    assert!(!ok);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains(": error: ")).collect();
+    assert!(
+        errors.len() >= 20,
+        "every error reported in one run: {stderr}"
+    );
+    for e in &errors {
+        // file:line:column: error: ...
+        let rest = e
+            .strip_prefix(&format!("{}:", bad.display()))
+            .unwrap_or_else(|| panic!("{e}"));
+        let mut parts = rest.splitn(3, ':');
+        let line: usize = parts
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{e}"));
+        let col: usize = parts
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{e}"));
+        assert!(line > 0 && col > 0, "{e}");
+    }
+    assert!(stderr.contains("hint: "), "{stderr}");
+    // One bad file among good ones fails the run, and the good one is still reported.
+    let (ok, stdout, _) = lint(&[vantage, fixture("policy/bad-cidr.yaml")]);
+    assert!(!ok);
+    assert!(stdout.contains("policy.yaml: ok ("), "{stdout}");
+}
+
+#[test]
+fn agent_refuses_a_bad_policy_at_start_with_positions() {
+    let lab = lab("mlt14", &fixture("lab.yaml"));
+    let bad = fixture("policy/bad-cidr.yaml");
+    let err = Agent::start_with(&lab, &["--policy", bad.to_str().unwrap()]).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains(&format!("{}:", bad.display())), "{text}");
+    assert!(
+        text.contains("error:") && !text.contains("panicked"),
+        "{text}"
+    );
+}
