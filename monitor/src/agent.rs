@@ -27,6 +27,7 @@ use crate::{
     clock::Clock,
     conn::{AgentLoss, Exchange, FlowSummary, Observer, Output, Tracker},
     identity::{PeerKind, PodResolver},
+    metrics::{LossLabel, Metrics, ResultLabel, RuleLabel},
     policy::{
         Policy, PolicyErrors,
         engine::Engine,
@@ -99,6 +100,7 @@ struct LossWindow {
 pub fn run(
     cfg: &Config,
     identity: &mut dyn PodResolver,
+    metrics: Arc<Metrics>,
     stop: &AtomicBool,
     out: &mut dyn Write,
 ) -> Result<(), AgentError> {
@@ -106,6 +108,7 @@ pub fn run(
     let mut capture = Capture::load()?;
     capture.set_local_peers(&identity.monitored_pod_ips())?;
     capture.attach(&cfg.cgroup)?;
+    metrics.attached.set(1);
     tracing::info!(
         cgroup = %cfg.cgroup.display(),
         node = identity.node(),
@@ -138,6 +141,7 @@ pub fn run(
         }),
         engine: policy.map(|p| Engine::new(p, Clock::boot_ns())),
         quarantine: QuarantineBook::default(),
+        metrics,
     };
     let mut last_poll = Instant::now();
     let mut last_loss = Instant::now();
@@ -183,6 +187,7 @@ pub fn run(
             agent.attest_quarantine(&capture, identity.node(), out)?;
             agent.report_losses(&capture, identity, out)?;
             out.flush()?;
+            agent.metrics.attached.set(0);
             tracing::info!(
                 duplicates_suppressed = agent.suppressed,
                 "monitor stopping; programs detach as their links close"
@@ -238,6 +243,8 @@ struct Agent {
     policy_watch: Option<PolicyWatch>,
     /// Quarantine bookkeeping.
     quarantine: QuarantineBook,
+    /// Prometheus metrics.
+    metrics: Arc<Metrics>,
 }
 
 /// What the agent tracks about quarantined pods.
@@ -513,6 +520,17 @@ impl Agent {
             }
         };
         let mut event = event;
+        let result = if event.event == "reloaded" {
+            "ok"
+        } else {
+            "failed"
+        };
+        self.metrics
+            .policy_reloads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
         event.time = self.clock.rfc3339(Clock::boot_ns());
         self.write(&Record::Policy(event), out)
     }
@@ -522,6 +540,16 @@ impl Agent {
     fn write(&mut self, r: &Record, out: &mut dyn Write) -> Result<(), AgentError> {
         self.line.clear();
         self.seq += 1;
+        self.metrics.record(r.kind());
+        if let Record::Violation(v) = r {
+            self.metrics
+                .violations
+                .get_or_create(&RuleLabel {
+                    rule: v.rule.id().to_owned(),
+                    severity: format!("{:?}", v.severity).to_lowercase(),
+                })
+                .inc_by(v.count);
+        }
         let line = Line {
             seq: self.seq,
             record: r,
@@ -681,6 +709,13 @@ impl Agent {
         agent.sort();
         records.extend(agent.into_iter().map(|(r, n)| ("agent", r, n)));
         for (stage, reason, count) in records {
+            self.metrics
+                .lost
+                .get_or_create(&LossLabel {
+                    stage: stage.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .inc_by(count);
             let r = Record::Loss(LossRecord {
                 time: self.clock.rfc3339(now_ns),
                 node: identity.node().to_owned(),
@@ -776,6 +811,9 @@ impl Agent {
         self.quarantine
             .since
             .retain(|k, _| now_quarantined.contains_key(k));
+        self.metrics
+            .quarantined_pods
+            .set(now_quarantined.len() as i64);
         self.quarantine.pods = now_quarantined;
         Ok(())
     }

@@ -89,6 +89,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
     pub cgroup: PathBuf,
 
+    /// Serve Prometheus metrics on http://ADDR/metrics and a health check on /healthz
+    /// (200 once attached), e.g. 0.0.0.0:9464. Off when not given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Create this file (containing the agent's PID) once the programs are attached.
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,

@@ -7,6 +7,7 @@
 //! - [`identity`]: who a cgroup id or an IP address is (static inventory for now).
 //! - [`policy`]: the policy file, its evaluation, and violation records.
 //! - [`record`]: the NDJSON records the agent emits (the contract with consumers).
+//! - [`metrics`]: Prometheus metrics and the `/metrics` + `/healthz` endpoint.
 //! - [`clock`]: kernel boot-time nanoseconds to wall-clock time.
 //! - [`agent`]: the drain loop tying the above together.
 //! - [`cli`]: command-line definitions.
@@ -17,5 +18,6 @@ pub mod clock;
 pub mod conn;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod record;

@@ -12,6 +12,7 @@ use monitor::{
     agent::{self, Config},
     cli::{AgentArgs, Cli, Command, PolicyCommand},
     identity::{Inventory, PodResolver, kube::KubeResolver},
+    metrics::{self, Metrics},
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -83,10 +84,17 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
                 Box::new(kube)
             }
         };
+        let metrics = Metrics::new();
+        if let Some(addr) = args.metrics_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            tokio::spawn(metrics::serve(listener, metrics.clone()));
+        }
         let loop_stop = stop.clone();
         let mut worker = tokio::task::spawn_blocking(move || {
             let mut out = BufWriter::new(std::io::stdout().lock());
-            agent::run(&cfg, identity.as_mut(), &loop_stop, &mut out)
+            agent::run(&cfg, identity.as_mut(), metrics, &loop_stop, &mut out)
         });
         let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;

@@ -59,6 +59,20 @@ pub struct QuarantineAttestation {
     pub escaped: u64,
 }
 
+impl Record {
+    /// The `kind` written for this record.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Http(_) => "http",
+            Self::Flow(_) => "flow",
+            Self::Loss(_) => "loss",
+            Self::Violation(_) => "violation",
+            Self::Policy(_) => "policy",
+            Self::Quarantine(_) => "quarantine",
+        }
+    }
+}
+
 /// A policy (re)load event.
 #[derive(Debug, Serialize)]
 pub struct PolicyEvent {

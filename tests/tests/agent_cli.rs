@@ -215,12 +215,12 @@ fn lint(files: &[std::path::PathBuf]) -> (bool, String, String) {
 #[test]
 fn policy_lint_accepts_the_vantage_policy_and_reports_every_error_with_positions() {
     let vantage = monitor_tests::repo_root().join("deploy/examples/vantage/policy.yaml");
-    let (ok, stdout, stderr) = lint(&[vantage.clone()]);
+    let (ok, stdout, stderr) = lint(std::slice::from_ref(&vantage));
     assert!(ok, "{stderr}");
     assert!(stdout.contains("policy.yaml: ok ("), "{stdout}");
 
     let bad = fixture("policy/multi-error.yaml");
-    let (ok, _, stderr) = lint(&[bad.clone()]);
+    let (ok, _, stderr) = lint(std::slice::from_ref(&bad));
     assert!(!ok);
     assert!(!stderr.contains("panicked"), "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains(": error: ")).collect();
@@ -264,4 +264,113 @@ fn agent_refuses_a_bad_policy_at_start_with_positions() {
         text.contains("error:") && !text.contains("panicked"),
         "{text}"
     );
+}
+
+/// Runs `curl` inside `netns` (the agent's metrics port lives only there).
+fn curl_in(netns: &str, url: &str) -> (String, String) {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "curl",
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            url,
+        ])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (body.to_owned(), code.to_owned())
+}
+
+#[test]
+fn metrics_and_health_endpoint_count_records_and_failed_reloads() {
+    let lab = lab("mlt15", &fixture("lab.yaml"));
+    let web = lab.pod_ip("web").unwrap();
+    // The agent runs in the lab's node namespace so its metrics port stays inside the lab.
+    let node_ns = "mlt15-node";
+    let policy = lab.run_dir().join("policy.yaml");
+    std::fs::copy(fixture("lab-policy.yaml"), &policy).unwrap();
+    let ready = lab.run_dir().join("metrics-agent-ready");
+    let log = lab.run_dir().join("metrics-agent.log");
+    // The node namespace has only the bridge; loopback is ours to bring up.
+    let st = Command::new("ip")
+        .args(["netns", "exec", node_ns, "ip", "link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // nsenter, not `ip netns exec`: the latter remounts /sys, hiding the cgroup file systems.
+    let mut agent = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{node_ns}"))
+        .arg(monitor_bin())
+        .args(["agent", "--metrics-addr", "127.0.0.1:9464", "--inventory"])
+        .arg(lab.inventory_path())
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--cgroup")
+        .arg(lab.attach_cgroup())
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let guard = Kill(&mut agent);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready.exists() {
+        if let Ok(Some(st)) = guard.0.try_wait() {
+            panic!(
+                "agent exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "agent not ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (body, code) = curl_in(node_ns, "http://127.0.0.1:9464/healthz");
+    assert_eq!((body.as_str(), code.as_str()), ("attached\n", "200"));
+    for i in 0..3 {
+        run_in(
+            &lab,
+            "client-a",
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                &format!("http://{web}/small?i={i}"),
+            ],
+        );
+    }
+    // A bad edit: the reload fails, the metric says so, the old policy stays.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(&policy, "version: 1\nredaction: {keep_values: [i, i]}\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (metrics, code) = curl_in(node_ns, "http://127.0.0.1:9464/metrics");
+    assert_eq!(code, "200");
+    assert!(metrics.contains("monitor_attached 1"), "{metrics}");
+    assert!(
+        metrics.contains("monitor_records_total{kind=\"http\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("monitor_policy_reloads_total{result=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("monitor_policy_reloads_total{result=\"ok\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    drop(guard);
 }

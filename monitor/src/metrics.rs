@@ -1,0 +1,226 @@
+//! The agent's Prometheus metrics (prometheus-client) and the small HTTP endpoint that serves
+//! them (`GET /metrics`) with a health check (`GET /healthz`: 200 once the programs are
+//! attached, 503 before).
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, atomic::AtomicI64},
+};
+
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+/// Label: record kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `http`, `flow`, `violation`, ...
+    pub kind: String,
+}
+
+/// Labels: where data was lost and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LossLabel {
+    /// `kernel` or `agent`.
+    pub stage: String,
+    /// Stable reason (`ringbuf-full`, ...).
+    pub reason: String,
+}
+
+/// Label: outcome of a policy reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or `failed`.
+    pub result: String,
+}
+
+/// Labels: a violation's rule and severity.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    /// Rule id.
+    pub rule: String,
+    /// Severity.
+    pub severity: String,
+}
+
+/// Every metric the agent exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Records written, by kind.
+    pub records: Family<KindLabel, Counter>,
+    /// Data lost, by stage and reason.
+    pub lost: Family<LossLabel, Counter>,
+    /// Policy reloads, by result.
+    pub policy_reloads: Family<ResultLabel, Counter>,
+    /// Violations, by rule and severity (aggregated records count their repeats).
+    pub violations: Family<RuleLabel, Counter>,
+    /// 1 while the kernel programs are attached.
+    pub attached: Gauge<i64, AtomicI64>,
+    /// Pods quarantined now.
+    pub quarantined_pods: Gauge<i64, AtomicI64>,
+}
+
+impl Metrics {
+    /// A registry with every metric registered (names prefixed `monitor_`).
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("monitor");
+        let records = Family::<KindLabel, Counter>::default();
+        let lost = Family::<LossLabel, Counter>::default();
+        let policy_reloads = Family::<ResultLabel, Counter>::default();
+        let violations = Family::<RuleLabel, Counter>::default();
+        let attached = Gauge::<i64, AtomicI64>::default();
+        let quarantined_pods = Gauge::<i64, AtomicI64>::default();
+        registry.register("records", "Records written, by kind", records.clone());
+        registry.register(
+            "lost",
+            "Records or data lost, by stage (kernel, agent) and reason",
+            lost.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Policy reloads by result; a failed reload keeps the last good policy",
+            policy_reloads.clone(),
+        );
+        registry.register(
+            "violations",
+            "Policy violations by rule and severity (repeats included)",
+            violations.clone(),
+        );
+        registry.register(
+            "attached",
+            "1 while the kernel programs are attached to the cgroup",
+            attached.clone(),
+        );
+        registry.register(
+            "quarantined_pods",
+            "Pods quarantined by the policy now",
+            quarantined_pods.clone(),
+        );
+        // Both outcomes exist from the start, so an alert on failures has a series to watch.
+        for result in ["ok", "failed"] {
+            let _ = policy_reloads.get_or_create(&ResultLabel {
+                result: result.into(),
+            });
+        }
+        Arc::new(Self {
+            registry,
+            records,
+            lost,
+            policy_reloads,
+            violations,
+            attached,
+            quarantined_pods,
+        })
+    }
+
+    /// Counts one record of `kind`.
+    pub fn record(&self, kind: &str) {
+        self.records
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    metrics: Arc<Metrics>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        "/healthz" if metrics.attached.get() == 1 => {
+            (StatusCode::OK, "text/plain", "attached\n".to_owned())
+        }
+        "/healthz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not attached\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /metrics or /healthz\n".to_owned(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = ctype.parse() {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    Ok(resp)
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped. Binding is the
+/// caller's, so a bad address is an error at start, not a log line later.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "metrics on /metrics, health on /healthz");
+    }
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(req, m.clone()));
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let m = Metrics::new();
+        m.record("http");
+        m.lost
+            .get_or_create(&LossLabel {
+                stage: "kernel".into(),
+                reason: "ringbuf-full".into(),
+            })
+            .inc_by(3);
+        m.attached.set(1);
+        let text = m.encode();
+        assert!(
+            text.contains("monitor_records_total{kind=\"http\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("monitor_lost_total{stage=\"kernel\",reason=\"ringbuf-full\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("monitor_attached 1"), "{text}");
+        assert!(
+            text.contains("monitor_policy_reloads_total{result=\"failed\"} 0"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
