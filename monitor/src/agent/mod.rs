@@ -1,6 +1,14 @@
 //! The node agent's loop: drain the ring buffer on readiness and on a short timer, decode,
 //! reassemble, attribute, and write NDJSON records; turn kernel counters and reconstruction
-//! failures into loss records; close flows the kernel never saw end.
+//! failures into loss records; close flows the kernel never saw end. The policy's part
+//! ([`policy`]: evaluation, redaction, reload) and quarantine's ([`quarantine`]: kernel set,
+//! blocked attempts, attestation) live in their own modules.
+
+mod policy;
+mod quarantine;
+
+use policy::PolicyWatch;
+use quarantine::QuarantineBook;
 
 use std::{
     collections::HashMap,
@@ -18,7 +26,6 @@ use monitor_common::{
     Direction,
     counter::Counter,
     flow::{CloseReason, FlowTuple},
-    quarantine::{QuarantineDrop, QuarantineStats},
     record::user::{Record as Raw, decode},
 };
 
@@ -27,15 +34,11 @@ use crate::{
     clock::Clock,
     conn::{AgentLoss, Exchange, FlowSummary, Observer, Output, Tracker},
     identity::{PeerKind, PodResolver},
-    metrics::{LossLabel, Metrics, ResultLabel, RuleLabel},
-    policy::{
-        Policy, PolicyErrors,
-        engine::Engine,
-        violation::{Aggregator, redact_query},
-    },
+    metrics::{LossLabel, Metrics, RuleLabel},
+    policy::{Policy, PolicyErrors, engine::Engine, violation::Aggregator},
     record::{
-        Endpoint, EndpointKind, FlowRecord, HttpFields, HttpRecord, LossRecord, PolicyEvent,
-        QuarantineAttestation, Record, split_target,
+        Endpoint, EndpointKind, FlowRecord, HttpFields, HttpRecord, LossRecord, Record,
+        split_target,
     },
 };
 
@@ -247,54 +250,12 @@ struct Agent {
     metrics: Arc<Metrics>,
 }
 
-/// What the agent tracks about quarantined pods.
-#[derive(Debug, Default)]
-struct QuarantineBook {
-    /// Since when each pod (`namespace/name`) is quarantined, boot-time ns.
-    since: HashMap<String, u64>,
-    /// Pods quarantined now.
-    pods: HashMap<String, QuarantinedPod>,
-    /// The (cgroup id, since) set last written to the kernel.
-    entries: Vec<(u64, u64)>,
-    /// Exchanges/flows seen from or to an enforced pod after enforcement began.
-    escaped: HashMap<String, u64>,
-    /// Blocked connection attempts not yet reported.
-    drops: Vec<QuarantineDrop>,
-}
-
-#[derive(Debug)]
-struct QuarantinedPod {
-    pod: std::sync::Arc<crate::identity::Pod>,
-    since: u64,
-    reason: String,
-    enforce: bool,
-    cgroups: Vec<u64>,
-}
-
-/// A policy file watched for changes.
-#[derive(Debug)]
-struct PolicyWatch {
-    path: PathBuf,
-    mtime: Option<std::time::SystemTime>,
-    failures: u64,
-}
-
 /// One output line: the record and its per-agent sequence number.
 #[derive(serde::Serialize)]
 struct Line<'a> {
     seq: u64,
     #[serde(flatten)]
     record: &'a Record,
-}
-
-/// Aggregation key of a source: namespace/pod, else its address.
-fn source_key(e: &Endpoint) -> String {
-    match (&e.namespace, &e.pod, e.ip) {
-        (Some(ns), Some(p), _) => format!("{ns}/{p}"),
-        (None, Some(p), _) => p.clone(),
-        (_, _, Some(ip)) => ip.to_string(),
-        _ => String::from("unknown"),
-    }
 }
 
 impl Agent {
@@ -388,151 +349,6 @@ impl Agent {
             }
         }
         Ok(wrote)
-    }
-
-    /// Replaces query values in an HTTP record (keys kept) before it is written: every value
-    /// unless the policy keeps it.
-    fn redact(&self, r: &mut HttpRecord) {
-        let Some(q) = &r.http.query else { return };
-        let keep: &[String] = self
-            .engine
-            .as_ref()
-            .map_or(&[], |e| &e.policy().spec.redaction.keep_values);
-        let q = redact_query(q, keep);
-        r.http.target = format!("{}?{q}", r.http.path);
-        r.http.query = Some(q);
-    }
-
-    /// Evaluates an exchange and writes its violations (first occurrences at once).
-    fn evaluate_http(
-        &mut self,
-        r: &HttpRecord,
-        ns: u64,
-        node: &str,
-        out: &mut dyn Write,
-    ) -> Result<(), AgentError> {
-        let Some(engine) = &mut self.engine else {
-            return Ok(());
-        };
-        let h = r.http.input();
-        let verdict = engine.evaluate_http(&r.source, &r.destination, h, ns);
-        let mut now = Vec::new();
-        for f in &verdict.findings {
-            let v = engine.violation(
-                f,
-                &r.source,
-                &r.destination,
-                Some((h, &verdict.normalized)),
-                &verdict.route,
-                r.time.clone(),
-                node,
-                Some(r.flow_id),
-            );
-            if let Some(v) = self.aggregator.offer(&source_key(&r.source), v, ns) {
-                now.push(v);
-            }
-        }
-        for v in now {
-            self.write(&Record::Violation(Box::new(v)), out)?;
-        }
-        Ok(())
-    }
-
-    /// Evaluates a flow that carried no HTTP (quarantine, egress).
-    fn evaluate_flow(
-        &mut self,
-        r: &FlowRecord,
-        ns: u64,
-        node: &str,
-        out: &mut dyn Write,
-    ) -> Result<(), AgentError> {
-        let Some(engine) = &mut self.engine else {
-            return Ok(());
-        };
-        let route = format!("tcp/{}", r.destination.port);
-        let mut now = Vec::new();
-        for f in engine.evaluate_flow(&r.source, &r.destination) {
-            let v = engine.violation(
-                &f,
-                &r.source,
-                &r.destination,
-                None,
-                &route,
-                r.time.clone(),
-                node,
-                Some(r.flow_id),
-            );
-            if let Some(v) = self.aggregator.offer(&source_key(&r.source), v, ns) {
-                now.push(v);
-            }
-        }
-        for v in now {
-            self.write(&Record::Violation(Box::new(v)), out)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the summaries of aggregation windows that closed.
-    fn close_windows(
-        &mut self,
-        now_ns: u64,
-        flush: bool,
-        out: &mut dyn Write,
-    ) -> Result<(), AgentError> {
-        for v in self.aggregator.close_windows(now_ns, flush) {
-            self.write(&Record::Violation(Box::new(v)), out)?;
-        }
-        Ok(())
-    }
-
-    /// Reloads the policy file if it changed. A bad file keeps the last good policy, says so
-    /// in the log and in a `policy` record, and counts the failure.
-    fn reload_policy(&mut self, out: &mut dyn Write) -> Result<(), AgentError> {
-        let Some(watch) = &mut self.policy_watch else {
-            return Ok(());
-        };
-        let mtime = std::fs::metadata(&watch.path)
-            .and_then(|m| m.modified())
-            .ok();
-        if mtime == watch.mtime {
-            return Ok(());
-        }
-        watch.mtime = mtime;
-        let path = watch.path.clone();
-        let event = match Policy::load(&path) {
-            Ok(p) => {
-                tracing::info!(file = %path.display(), "policy reloaded");
-                self.aggregator
-                    .set_window(p.spec.aggregation.window_seconds * 1_000_000_000);
-                if let Some(e) = &mut self.engine {
-                    e.set_policy(p);
-                }
-                PolicyEvent::reloaded(&path, watch.failures)
-            }
-            Err(errs) => {
-                watch.failures += 1;
-                tracing::error!(
-                    file = %path.display(),
-                    failures = watch.failures,
-                    "policy reload failed; keeping the last good policy:\n{errs}"
-                );
-                PolicyEvent::failed(&path, watch.failures, &errs)
-            }
-        };
-        let mut event = event;
-        let result = if event.event == "reloaded" {
-            "ok"
-        } else {
-            "failed"
-        };
-        self.metrics
-            .policy_reloads
-            .get_or_create(&ResultLabel {
-                result: result.into(),
-            })
-            .inc();
-        event.time = self.clock.rfc3339(Clock::boot_ns());
-        self.write(&Record::Policy(event), out)
     }
 
     /// Serializes into a reused buffer, then writes one line: serde_json's many small writes
@@ -728,153 +544,6 @@ impl Agent {
         }
         self.losses.start_ns = now_ns;
         Ok(())
-    }
-
-    /// Keeps a blocked connection attempt until `emit` (which has the identity source) turns it
-    /// into a quarantine-breach violation.
-    fn on_quarantine_drop(&mut self, d: &QuarantineDrop) {
-        self.quarantine.drops.push(*d);
-    }
-
-    /// Turns blocked connection attempts into quarantine-breach violations.
-    fn emit_drops(
-        &mut self,
-        identity: &mut dyn PodResolver,
-        out: &mut dyn Write,
-    ) -> Result<(), AgentError> {
-        let drops = std::mem::take(&mut self.quarantine.drops);
-        for d in drops {
-            let observer = if d.dir == Direction::Egress as u8 {
-                Observer::Client
-            } else {
-                Observer::Server
-            };
-            let (src, dst) = self.endpoints_of(d.hdr.cgroup_id, Some(&d.tuple), observer, identity);
-            let Some(engine) = &self.engine else { continue };
-            let Some(mut f) = engine.quarantine_finding(&src, &dst) else {
-                continue;
-            };
-            f.message = format!(
-                "{}: connection attempt to port {} blocked in the kernel",
-                f.message, dst.port
-            );
-            let time = self.clock.rfc3339(d.hdr.ts_ns);
-            let route = format!("tcp/{}", dst.port);
-            let v = engine.violation(&f, &src, &dst, None, &route, time, identity.node(), None);
-            if let Some(v) = self.aggregator.offer(&source_key(&src), v, d.hdr.ts_ns) {
-                self.write(&Record::Violation(Box::new(v)), out)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Brings the kernel's quarantine set in line with the policy (enforce mode only) and
-    /// remembers since when each pod is quarantined.
-    fn sync_quarantine(
-        &mut self,
-        capture: &mut Capture,
-        identity: &mut dyn PodResolver,
-        now_ns: u64,
-    ) -> Result<(), AgentError> {
-        let mut entries = Vec::new();
-        let mut now_quarantined = HashMap::new();
-        if let Some(engine) = &self.engine {
-            let enforce = engine.enforcing();
-            for (pod, cgroup) in identity.pod_cgroups() {
-                let ep = Endpoint::new(Some(&pod), pod.ips.first().copied(), 0);
-                let Some((_, reason)) = engine.quarantined(&ep) else {
-                    continue;
-                };
-                let key = format!("{}/{}", pod.namespace, pod.name);
-                let since = *self.quarantine.since.entry(key.clone()).or_insert(now_ns);
-                if enforce {
-                    entries.push((cgroup, since));
-                }
-                let q = now_quarantined
-                    .entry(key)
-                    .or_insert_with(|| QuarantinedPod {
-                        pod: pod.clone(),
-                        since,
-                        reason,
-                        enforce,
-                        cgroups: Vec::new(),
-                    });
-                q.cgroups.push(cgroup);
-            }
-        }
-        entries.sort_unstable();
-        if entries != self.quarantine.entries {
-            capture.set_quarantine(&entries)?;
-            tracing::info!(cgroups = entries.len(), "kernel quarantine set updated");
-            self.quarantine.entries = entries;
-        }
-        self.quarantine
-            .since
-            .retain(|k, _| now_quarantined.contains_key(k));
-        self.metrics
-            .quarantined_pods
-            .set(now_quarantined.len() as i64);
-        self.quarantine.pods = now_quarantined;
-        Ok(())
-    }
-
-    /// Writes one attestation per quarantined pod: since when, attempts blocked, packets and
-    /// bytes dropped, and how many exchanges or flows escaped (seen after enforcement: 0).
-    fn attest_quarantine(
-        &mut self,
-        capture: &Capture,
-        node: &str,
-        out: &mut dyn Write,
-    ) -> Result<(), AgentError> {
-        if self.quarantine.pods.is_empty() {
-            return Ok(());
-        }
-        let stats = capture.quarantine_stats()?;
-        let now = self.clock.rfc3339(Clock::boot_ns());
-        let mut pods: Vec<&QuarantinedPod> = self.quarantine.pods.values().collect();
-        pods.sort_by(|a, b| a.pod.name.cmp(&b.pod.name));
-        let mut lines = Vec::new();
-        for q in pods {
-            let mut total = QuarantineStats::default();
-            for c in &q.cgroups {
-                if let Some(s) = stats.get(c) {
-                    total.merge(s);
-                }
-            }
-            let key = format!("{}/{}", q.pod.namespace, q.pod.name);
-            lines.push(Record::Quarantine(QuarantineAttestation {
-                time: now.clone(),
-                node: node.to_owned(),
-                namespace: q.pod.namespace.clone(),
-                pod: q.pod.name.clone(),
-                mode: if q.enforce { "enforce" } else { "observe" },
-                reason: q.reason.clone(),
-                since: self.clock.rfc3339(q.since),
-                attempts_blocked: total.attempts(),
-                packets_dropped: total.packets(),
-                bytes_dropped: total.bytes(),
-                escaped: self.quarantine.escaped.get(&key).copied().unwrap_or(0),
-            }));
-        }
-        for l in lines {
-            self.write(&l, out)?;
-        }
-        Ok(())
-    }
-
-    /// Counts an exchange or flow of a pod under enforced quarantine that got through anyway.
-    fn note_escape(&mut self, src: &Endpoint, dst: &Endpoint, ns: u64) {
-        for ep in [src, dst] {
-            if let (Some(p), Some(n)) = (&ep.pod, &ep.namespace) {
-                let key = format!("{n}/{p}");
-                if let Some(q) = self.quarantine.pods.get(&key)
-                    && q.enforce
-                    && ns > q.since
-                {
-                    *self.quarantine.escaped.entry(key).or_default() += 1;
-                }
-            }
-        }
     }
 }
 

@@ -1,0 +1,177 @@
+//! The policy in the agent: evaluating exchanges and flows, redaction before writing,
+//! aggregation windows, and reloading the file when it changes.
+
+use std::{io::Write, path::PathBuf};
+
+use super::{Agent, AgentError};
+use crate::{
+    clock::Clock,
+    metrics::ResultLabel,
+    policy::{Policy, violation::redact_query},
+    record::{Endpoint, FlowRecord, HttpRecord, PolicyEvent, Record},
+};
+
+/// A policy file watched for changes.
+#[derive(Debug)]
+pub(super) struct PolicyWatch {
+    pub(super) path: PathBuf,
+    pub(super) mtime: Option<std::time::SystemTime>,
+    pub(super) failures: u64,
+}
+
+/// Aggregation key of a source: namespace/pod, else its address.
+pub(super) fn source_key(e: &Endpoint) -> String {
+    match (&e.namespace, &e.pod, e.ip) {
+        (Some(ns), Some(p), _) => format!("{ns}/{p}"),
+        (None, Some(p), _) => p.clone(),
+        (_, _, Some(ip)) => ip.to_string(),
+        _ => String::from("unknown"),
+    }
+}
+
+impl Agent {
+    /// Replaces query values in an HTTP record (keys kept) before it is written: every value
+    /// unless the policy keeps it.
+    pub(super) fn redact(&self, r: &mut HttpRecord) {
+        let Some(q) = &r.http.query else { return };
+        let keep: &[String] = self
+            .engine
+            .as_ref()
+            .map_or(&[], |e| &e.policy().spec.redaction.keep_values);
+        let q = redact_query(q, keep);
+        r.http.target = format!("{}?{q}", r.http.path);
+        r.http.query = Some(q);
+    }
+
+    /// Evaluates an exchange and writes its violations (first occurrences at once).
+    pub(super) fn evaluate_http(
+        &mut self,
+        r: &HttpRecord,
+        ns: u64,
+        node: &str,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
+        let Some(engine) = &mut self.engine else {
+            return Ok(());
+        };
+        let h = r.http.input();
+        let verdict = engine.evaluate_http(&r.source, &r.destination, h, ns);
+        let mut now = Vec::new();
+        for f in &verdict.findings {
+            let v = engine.violation(
+                f,
+                &r.source,
+                &r.destination,
+                Some((h, &verdict.normalized)),
+                &verdict.route,
+                r.time.clone(),
+                node,
+                Some(r.flow_id),
+            );
+            if let Some(v) = self.aggregator.offer(&source_key(&r.source), v, ns) {
+                now.push(v);
+            }
+        }
+        for v in now {
+            self.write(&Record::Violation(Box::new(v)), out)?;
+        }
+        Ok(())
+    }
+
+    /// Evaluates a flow that carried no HTTP (quarantine, egress).
+    pub(super) fn evaluate_flow(
+        &mut self,
+        r: &FlowRecord,
+        ns: u64,
+        node: &str,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
+        let Some(engine) = &mut self.engine else {
+            return Ok(());
+        };
+        let route = format!("tcp/{}", r.destination.port);
+        let mut now = Vec::new();
+        for f in engine.evaluate_flow(&r.source, &r.destination) {
+            let v = engine.violation(
+                &f,
+                &r.source,
+                &r.destination,
+                None,
+                &route,
+                r.time.clone(),
+                node,
+                Some(r.flow_id),
+            );
+            if let Some(v) = self.aggregator.offer(&source_key(&r.source), v, ns) {
+                now.push(v);
+            }
+        }
+        for v in now {
+            self.write(&Record::Violation(Box::new(v)), out)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the summaries of aggregation windows that closed.
+    pub(super) fn close_windows(
+        &mut self,
+        now_ns: u64,
+        flush: bool,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
+        for v in self.aggregator.close_windows(now_ns, flush) {
+            self.write(&Record::Violation(Box::new(v)), out)?;
+        }
+        Ok(())
+    }
+
+    /// Reloads the policy file if it changed. A bad file keeps the last good policy, says so
+    /// in the log and in a `policy` record, and counts the failure.
+    pub(super) fn reload_policy(&mut self, out: &mut dyn Write) -> Result<(), AgentError> {
+        let Some(watch) = &mut self.policy_watch else {
+            return Ok(());
+        };
+        let mtime = std::fs::metadata(&watch.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime == watch.mtime {
+            return Ok(());
+        }
+        watch.mtime = mtime;
+        let path = watch.path.clone();
+        let event = match Policy::load(&path) {
+            Ok(p) => {
+                tracing::info!(file = %path.display(), "policy reloaded");
+                self.aggregator
+                    .set_window(p.spec.aggregation.window_seconds * 1_000_000_000);
+                if let Some(e) = &mut self.engine {
+                    e.set_policy(p);
+                }
+                PolicyEvent::reloaded(&path, watch.failures)
+            }
+            Err(errs) => {
+                watch.failures += 1;
+                tracing::error!(
+                    file = %path.display(),
+                    failures = watch.failures,
+                    "policy reload failed; keeping the last good policy:\n{errs}"
+                );
+                PolicyEvent::failed(&path, watch.failures, &errs)
+            }
+        };
+        let mut event = event;
+        let result = if event.event == "reloaded" {
+            "ok"
+        } else {
+            "failed"
+        };
+        self.metrics
+            .policy_reloads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+        event.time = self.clock.rfc3339(Clock::boot_ns());
+        self.write(&Record::Policy(event), out)
+    }
+}
