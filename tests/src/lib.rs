@@ -79,6 +79,8 @@ pub struct Agent {
     records: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
+    /// When each stdout line arrived ([`monotonic_s`]), parallel to `records`.
+    arrivals: Arc<Mutex<Vec<f64>>>,
 }
 
 impl Agent {
@@ -132,9 +134,13 @@ impl Agent {
         let err = child.stderr.take().context("no stderr")?;
         let r = records.clone();
         let e = stderr.clone();
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let a = arrivals.clone();
         let readers = vec![
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    // Timestamped as it arrives, for latency measurements (`timed_records`).
+                    a.lock().expect("lock").push(monotonic_s());
                     let v: Value = serde_json::from_str(&line)
                         .unwrap_or_else(|err| panic!("agent printed non-JSON {line:?}: {err}"));
                     r.lock().expect("lock").push(v);
@@ -153,6 +159,7 @@ impl Agent {
             records,
             stderr,
             readers,
+            arrivals,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ready.exists() {
@@ -178,6 +185,79 @@ impl Agent {
     /// The agent's PID.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The records written so far (the agent keeps running).
+    pub fn records(&self) -> Vec<Value> {
+        self.records.lock().expect("lock").clone()
+    }
+
+    /// The records written so far, each with the [`monotonic_s`] time its line arrived.
+    pub fn timed_records(&self) -> Vec<(f64, Value)> {
+        let records = self.records.lock().expect("lock");
+        let arrivals = self.arrivals.lock().expect("lock");
+        arrivals
+            .iter()
+            .copied()
+            .zip(records.iter().cloned())
+            .collect()
+    }
+
+    /// Waits up to `timeout` for the first record after the first `skip` that matches `pred`;
+    /// fails with the agent's log if none comes or the agent exits.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        skip: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self
+                .records
+                .lock()
+                .expect("lock")
+                .iter()
+                .skip(skip)
+                .find(|v| pred(v))
+            {
+                return Ok(v.clone());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "agent exited ({status}) while waiting for {what}:\n{}",
+                    self.stderr()
+                );
+            }
+            if Instant::now() > deadline {
+                let since: Vec<String> = self
+                    .records
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .skip(skip)
+                    .map(|v| format!("{:.300}", v.to_string()))
+                    .collect();
+                bail!(
+                    "no {what} on the agent's stdout within {timeout:?}; the {} record(s) \
+                     written meanwhile (first 300 characters each):\n{}\nlog:\n{}",
+                    since.len(),
+                    since.join("\n"),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Like [`Agent::stop`], with the [`monotonic_s`] time each record's line arrived.
+    pub fn stop_timed(self) -> Result<Vec<(f64, Value)>> {
+        let arrivals = Arc::clone(&self.arrivals);
+        let records = self.stop()?;
+        let arrivals = std::mem::take(&mut *arrivals.lock().expect("lock"));
+        assert_eq!(arrivals.len(), records.len(), "one arrival time per record");
+        Ok(arrivals.into_iter().zip(records).collect())
     }
 
     /// Stops the agent with SIGINT (as an operator would) and returns every record it wrote.
@@ -231,4 +311,31 @@ pub fn rawclient() -> String {
 /// Records of one kind.
 pub fn of_kind<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["kind"] == kind).collect()
+}
+
+/// `CLOCK_MONOTONIC` in seconds: the clock of Python's `time.clock_gettime(CLOCK_MONOTONIC)`
+/// in the pods (network namespaces share it), so times taken there and here compare.
+pub fn monotonic_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// A file of the Vantage example (`deploy/examples/vantage/`): its inventory and policy.
+pub fn vantage(name: &str) -> PathBuf {
+    repo_root().join("deploy/examples/vantage").join(name)
+}
+
+/// A client script of `tests/clients/`.
+pub fn client(name: &str) -> String {
+    repo_root()
+        .join("tests/clients")
+        .join(name)
+        .display()
+        .to_string()
 }

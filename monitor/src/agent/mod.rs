@@ -145,6 +145,7 @@ pub fn run(
         engine: policy.map(|p| Engine::new(p, Clock::boot_ns())),
         quarantine: QuarantineBook::default(),
         metrics,
+        dirty: false,
     };
     let mut last_poll = Instant::now();
     let mut last_loss = Instant::now();
@@ -210,7 +211,10 @@ pub fn run(
             agent.clock = Clock::new();
             capture.set_local_peers(&identity.monitored_pod_ips())?;
         }
-        if agent.emit(identity, out)? {
+        agent.emit(identity, out)?;
+        // Everything written this round goes out now, including what the once-a-second work
+        // wrote (policy events, attestations, closed windows) on an otherwise quiet node.
+        if std::mem::take(&mut agent.dirty) {
             out.flush()?;
         }
         wait_readable(capture.ring.as_raw_fd(), cfg.drain_every);
@@ -248,6 +252,8 @@ struct Agent {
     quarantine: QuarantineBook,
     /// Prometheus metrics.
     metrics: Arc<Metrics>,
+    /// Something was written since the last flush.
+    dirty: bool,
 }
 
 /// One output line: the record and its per-agent sequence number.
@@ -356,6 +362,7 @@ impl Agent {
     fn write(&mut self, r: &Record, out: &mut dyn Write) -> Result<(), AgentError> {
         self.line.clear();
         self.seq += 1;
+        self.dirty = true;
         self.metrics.record(r.kind());
         if let Record::Violation(v) = r {
             self.metrics

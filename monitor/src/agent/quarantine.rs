@@ -20,8 +20,8 @@ use crate::{
 /// What the agent tracks about quarantined pods.
 #[derive(Debug, Default)]
 pub(super) struct QuarantineBook {
-    /// Since when each pod (`namespace/name`) is quarantined, boot-time ns.
-    pub(super) since: HashMap<String, u64>,
+    /// Since when each pod (`namespace/name`) is quarantined: boot-time ns and RFC 3339.
+    pub(super) since: HashMap<String, (u64, String)>,
     /// Pods quarantined now.
     pub(super) pods: HashMap<String, QuarantinedPod>,
     /// The (cgroup id, since) set last written to the kernel.
@@ -98,7 +98,13 @@ impl Agent {
                     continue;
                 };
                 let key = format!("{}/{}", pod.namespace, pod.name);
-                let since = *self.quarantine.since.entry(key.clone()).or_insert(now_ns);
+                let clock = self.clock;
+                let (since, _) = self
+                    .quarantine
+                    .since
+                    .entry(key.clone())
+                    .or_insert_with(|| (now_ns, clock.rfc3339(now_ns)));
+                let since = *since;
                 if enforce {
                     entries.push((cgroup, since));
                 }
@@ -161,7 +167,12 @@ impl Agent {
                 pod: q.pod.name.clone(),
                 mode: if q.enforce { "enforce" } else { "observe" },
                 reason: q.reason.clone(),
-                since: self.clock.rfc3339(q.since),
+                // Rendered once, when first seen: later clock resyncs must not move it.
+                since: self
+                    .quarantine
+                    .since
+                    .get(&key)
+                    .map_or_else(|| self.clock.rfc3339(q.since), |(_, t)| t.clone()),
                 attempts_blocked: total.attempts(),
                 packets_dropped: total.packets(),
                 bytes_dropped: total.bytes(),

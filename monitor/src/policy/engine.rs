@@ -491,16 +491,31 @@ impl Engine {
             .any(|p| path::under(&norm.lower, &p.to_lowercase()));
         let route = path::route(&norm, protected);
         let query = http.target.split_once('?').map_or("", |(_, q)| q);
+        let catalog = self.catalog(src, dst, http.method, &norm);
+        // A documented endpoint the caller may call is judged against its own size history
+        // only: comparing a 900-byte /internal/metrics scrape with the same caller's 2-byte
+        // health probes would be noise. Other routes (new API routes, undocumented paths)
+        // fall back to the caller's usual size from this destination.
+        let documented_and_allowed = protected && catalog.is_none();
         let mut findings: Vec<Finding> = [
             self.quarantine_finding(src, dst),
-            self.catalog(src, dst, http.method, &norm),
+            catalog,
             self.sensitive(query),
             self.egress(src, dst),
         ]
         .into_iter()
         .flatten()
         .collect();
-        findings.extend(self.baselines(src, dst, &route, http, now_ns, findings.is_empty()));
+        let learn = findings.is_empty();
+        findings.extend(self.baselines(
+            src,
+            dst,
+            &route,
+            http,
+            now_ns,
+            learn,
+            !documented_and_allowed,
+        ));
         HttpVerdict {
             findings,
             normalized: norm,
@@ -518,6 +533,10 @@ impl Engine {
 
     /// Size, rate and new-edge baselines. Exchanges that already violated something are not
     /// learnt (an attacker must not teach the baseline).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one exchange's facts, passed apart"
+    )]
     fn baselines(
         &mut self,
         src: &Endpoint,
@@ -526,6 +545,7 @@ impl Engine {
         http: HttpInput<'_>,
         now_ns: u64,
         learn: bool,
+        pair_fallback: bool,
     ) -> Vec<Finding> {
         let Some(b) = self.policy.spec.baselines.clone() else {
             return Vec::new();
@@ -541,7 +561,7 @@ impl Engine {
             // destination (a new route returning 9x the usual is the finding).
             let base = if route_mean.n >= sb.min_samples {
                 Some((route_mean.mean(), "this route"))
-            } else if pair_mean.n >= sb.min_samples {
+            } else if pair_fallback && pair_mean.n >= sb.min_samples {
                 Some((pair_mean.mean(), "this caller's other calls to it"))
             } else {
                 None
@@ -1000,6 +1020,25 @@ baselines:
                 .n,
             21
         );
+    }
+
+    #[test]
+    fn documented_endpoints_use_their_own_size_history_only() {
+        let mut e = engine();
+        let scraper = pod("prometheus-0", "monitoring", "prometheus", "10.77.0.50");
+        let health = HttpInput {
+            response_body_bytes: Some(2),
+            ..get("/internal/health")
+        };
+        let metrics = HttpInput {
+            response_body_bytes: Some(900),
+            ..get("/internal/metrics")
+        };
+        for _ in 0..40 {
+            assert!(rules(&mut e, &scraper, &profile(), health).is_empty());
+        }
+        // 450x the caller's usual, but a documented, allowed endpoint: no finding.
+        assert!(rules(&mut e, &scraper, &profile(), metrics).is_empty());
     }
 
     #[test]

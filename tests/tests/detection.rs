@@ -1,0 +1,114 @@
+//! Detection latency, measured and printed (DESIGN §6: request sent → violation, p99 < 50 ms at
+//! the collector; here at the agent's stdout). Only the count is asserted: a time depends on the
+//! machine and its load, and is a benchmark's business.
+//!
+//! `svc-recommendation-engine-04` sends 200 lookups, each on a new connection, 20-50 ms apart
+//! (`tests/clients/lookups.py`). Each goes to its own route,
+//! `/internal/admin/v0/users/lookup/<i>` (protected paths are never templated), so each one is
+//! the first occurrence of its (source, rule, route) and is written at once instead of being
+//! aggregated. The client stamps `CLOCK_MONOTONIC` just before it writes each request; the
+//! harness stamps each line of the agent's stdout with the same clock as it arrives. Latency =
+//! arrival of the request's `undocumented-endpoint` violation − send.
+//!
+//! Run as root: `MONITOR_BIN=$PWD/target/release/monitor cargo test --release -p monitor-tests
+//! --test detection -- --test-threads=1 --nocapture` to see the figures.
+
+use std::collections::BTreeMap;
+
+use monitor_tests::{Agent, client, lab, run_in, vantage};
+
+const BACKDOOR: &str = "svc-recommendation-engine-04";
+const USER_PROFILE: &str = "svc-user-profile-service-0";
+const LOOKUP: &str = "/internal/admin/v0/users/lookup";
+const REQUESTS: usize = 200;
+
+/// The `q` quantile (nearest rank) of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[test]
+fn detection_latency_of_two_hundred_lookups() {
+    let lab = lab("mli4", &vantage("inventory.yaml"));
+    let policy = lab.run_dir().join("policy.yaml");
+    std::fs::copy(vantage("policy.yaml"), &policy).unwrap();
+    let target = lab.pod_ip(USER_PROFILE).unwrap().to_string();
+    let agent = Agent::start_with(&lab, &["--policy", policy.to_str().unwrap()]).unwrap();
+
+    let out = run_in(
+        &lab,
+        BACKDOOR,
+        "python3",
+        &[
+            &client("lookups.py"),
+            &target,
+            "80",
+            LOOKUP,
+            &REQUESTS.to_string(),
+        ],
+    );
+    // i → monotonic send time; every lookup of a route nginx does not serve is a 404.
+    let mut sent: BTreeMap<String, f64> = BTreeMap::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 3, "client line {line:?}");
+        assert_eq!(f[2], "404", "client line {line:?}");
+        sent.insert(format!("{LOOKUP}/{}", f[0]), f[1].parse().unwrap());
+    }
+    assert_eq!(
+        sent.len(),
+        REQUESTS,
+        "the client sent every request:\n{out}"
+    );
+
+    let records = agent.stop_timed().unwrap();
+    let mut latency_ms = Vec::new();
+    let mut unmatched = Vec::new();
+    for (arrived, v) in &records {
+        if v["kind"] != "violation" {
+            continue;
+        }
+        let route = v["route"].as_str().unwrap_or_default();
+        match sent.get(route) {
+            Some(t)
+                if v["rule"] == "undocumented-endpoint"
+                    && v["aggregated"] == false
+                    && v["source"]["pod"] == BACKDOOR =>
+            {
+                latency_ms.push((arrived - t) * 1e3);
+            }
+            _ => unmatched.push(v),
+        }
+    }
+    latency_ms.sort_by(f64::total_cmp);
+    let http = records
+        .iter()
+        .filter(|(_, v)| v["kind"] == "http" && v["source"]["pod"] == BACKDOOR)
+        .count();
+    if !latency_ms.is_empty() {
+        eprintln!(
+            "detection latency over {} lookups (request written → its violation line read from \
+             the agent's stdout): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, min {:.2} ms \
+             ({http} http records from {BACKDOOR})",
+            latency_ms.len(),
+            quantile(&latency_ms, 0.50),
+            quantile(&latency_ms, 0.99),
+            latency_ms[latency_ms.len() - 1],
+            latency_ms[0],
+        );
+    }
+    assert!(
+        unmatched.is_empty(),
+        "violations that are not one lookup's undocumented-endpoint: {unmatched:#?}"
+    );
+    assert_eq!(
+        latency_ms.len(),
+        REQUESTS,
+        "one immediate undocumented-endpoint violation per lookup"
+    );
+    assert!(
+        latency_ms[0] > 0.0,
+        "a violation cannot arrive before its request was sent (clocks differ?)"
+    );
+}
