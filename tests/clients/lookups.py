@@ -10,34 +10,15 @@ the test harness stamps the agent's output lines with, and prints one line per r
 
   <i> <monotonic seconds at send> <status>
 """
+import os
 import random
 import socket
 import sys
 import time
 
-
-def read_response(s):
-    """Reads one Content-Length delimited response; returns its status."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise SystemExit("connection closed before the response head")
-        buf += chunk
-    head, body = buf.split(b"\r\n\r\n", 1)
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split()[1])
-    length = 0
-    for line in lines[1:]:
-        k, _, v = line.partition(b":")
-        if k.strip().lower() == b"content-length":
-            length = int(v.strip())
-    while len(body) < length:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise SystemExit("connection closed before the end of the body")
-        body += chunk
-    return status
+# The response reader is rawclient.py's, next to this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rawclient import read_responses  # noqa: E402
 
 
 def main():
@@ -53,7 +34,7 @@ def main():
         ).encode()
         t = time.clock_gettime(time.CLOCK_MONOTONIC)
         s.sendall(req)
-        status = read_response(s)
+        [(status, _length)] = read_responses(s, 1)
         s.close()
         out.append(f"{i} {t:.9f} {status}")
         time.sleep(random.uniform(lo, hi) / 1000.0)

@@ -7,7 +7,12 @@ use super::{Agent, AgentError};
 use crate::{
     clock::Clock,
     metrics::ResultLabel,
-    policy::{Policy, violation::redact_query},
+    policy::{
+        Policy,
+        engine::{Finding, HttpInput},
+        path::Normalized,
+        violation::redact_query,
+    },
     record::{Endpoint, FlowRecord, HttpRecord, PolicyEvent, Record},
 };
 
@@ -43,7 +48,41 @@ impl Agent {
         r.http.query = Some(q);
     }
 
-    /// Evaluates an exchange and writes its violations (first occurrences at once).
+    /// Turns findings into violation records: the first of each (source, rule, route) in the
+    /// window is written now, repeats are counted for the window's summary.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one violation record"
+    )]
+    pub(super) fn report(
+        &mut self,
+        findings: &[Finding],
+        src: &Endpoint,
+        dst: &Endpoint,
+        http: Option<(HttpInput<'_>, &Normalized)>,
+        route: &str,
+        (time, ns): (&str, u64),
+        node: &str,
+        flow_id: Option<u64>,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
+        let Some(engine) = &self.engine else {
+            return Ok(());
+        };
+        let mut now = Vec::new();
+        for f in findings {
+            let v = engine.violation(f, src, dst, http, route, time.to_owned(), node, flow_id);
+            if let Some(v) = self.aggregator.offer(&source_key(src), v, ns) {
+                now.push(v);
+            }
+        }
+        for v in now {
+            self.write(&Record::Violation(Box::new(v)), out)?;
+        }
+        Ok(())
+    }
+
+    /// Evaluates an exchange and writes its violations.
     pub(super) fn evaluate_http(
         &mut self,
         r: &HttpRecord,
@@ -55,30 +94,21 @@ impl Agent {
             return Ok(());
         };
         let h = r.http.input();
-        let verdict = engine.evaluate_http(&r.source, &r.destination, h, ns);
-        let mut now = Vec::new();
-        for f in &verdict.findings {
-            let v = engine.violation(
-                f,
-                &r.source,
-                &r.destination,
-                Some((h, &verdict.normalized)),
-                &verdict.route,
-                r.time.clone(),
-                node,
-                Some(r.flow_id),
-            );
-            if let Some(v) = self.aggregator.offer(&source_key(&r.source), v, ns) {
-                now.push(v);
-            }
-        }
-        for v in now {
-            self.write(&Record::Violation(Box::new(v)), out)?;
-        }
-        Ok(())
+        let v = engine.evaluate_http(&r.source, &r.destination, h, ns);
+        self.report(
+            &v.findings,
+            &r.source,
+            &r.destination,
+            Some((h, &v.normalized)),
+            &v.route,
+            (&r.time, ns),
+            node,
+            Some(r.flow_id),
+            out,
+        )
     }
 
-    /// Evaluates a flow that carried no HTTP (quarantine, egress).
+    /// Evaluates a flow that carried no HTTP (quarantine, egress) and writes its violations.
     pub(super) fn evaluate_flow(
         &mut self,
         r: &FlowRecord,
@@ -89,27 +119,19 @@ impl Agent {
         let Some(engine) = &mut self.engine else {
             return Ok(());
         };
+        let findings = engine.evaluate_flow(&r.source, &r.destination);
         let route = format!("tcp/{}", r.destination.port);
-        let mut now = Vec::new();
-        for f in engine.evaluate_flow(&r.source, &r.destination) {
-            let v = engine.violation(
-                &f,
-                &r.source,
-                &r.destination,
-                None,
-                &route,
-                r.time.clone(),
-                node,
-                Some(r.flow_id),
-            );
-            if let Some(v) = self.aggregator.offer(&source_key(&r.source), v, ns) {
-                now.push(v);
-            }
-        }
-        for v in now {
-            self.write(&Record::Violation(Box::new(v)), out)?;
-        }
-        Ok(())
+        self.report(
+            &findings,
+            &r.source,
+            &r.destination,
+            None,
+            &route,
+            (&r.time, ns),
+            node,
+            Some(r.flow_id),
+            out,
+        )
     }
 
     /// Writes the summaries of aggregation windows that closed.

@@ -8,7 +8,7 @@ use monitor_common::{
     quarantine::{QuarantineDrop, QuarantineStats},
 };
 
-use super::{Agent, AgentError, policy::source_key};
+use super::{Agent, AgentError};
 use crate::{
     capture::Capture,
     clock::Clock,
@@ -72,10 +72,17 @@ impl Agent {
             );
             let time = self.clock.rfc3339(d.hdr.ts_ns);
             let route = format!("tcp/{}", dst.port);
-            let v = engine.violation(&f, &src, &dst, None, &route, time, identity.node(), None);
-            if let Some(v) = self.aggregator.offer(&source_key(&src), v, d.hdr.ts_ns) {
-                self.write(&Record::Violation(Box::new(v)), out)?;
-            }
+            self.report(
+                &[f],
+                &src,
+                &dst,
+                None,
+                &route,
+                (&time, d.hdr.ts_ns),
+                identity.node(),
+                None,
+                out,
+            )?;
         }
         Ok(())
     }
