@@ -224,9 +224,14 @@ pub struct Tracker {
 }
 
 impl Conn {
-    fn new(info: FlowInfo) -> Self {
+    fn new(cookie: u64, cgroup_id: u64, tuple: Option<FlowTuple>, first_ns: u64) -> Self {
         Self {
-            info,
+            info: FlowInfo {
+                cookie,
+                cgroup_id,
+                tuple,
+                first_ns,
+            },
             dirs: Default::default(),
             pending: VecDeque::new(),
             req_dir: None,
@@ -290,20 +295,12 @@ impl Tracker {
         self.conns.is_empty()
     }
 
-    fn conn(&mut self, cookie: u64, cgroup_id: u64, ns: u64) -> &mut Conn {
-        self.conns.entry(cookie).or_insert_with(|| {
-            Conn::new(FlowInfo {
-                cookie,
-                cgroup_id,
-                tuple: None,
-                first_ns: ns,
-            })
-        })
-    }
-
     /// A flow open record.
     pub fn on_open(&mut self, cookie: u64, cgroup_id: u64, tuple: FlowTuple, ns: u64) {
-        let c = self.conn(cookie, cgroup_id, ns);
+        let c = self
+            .conns
+            .entry(cookie)
+            .or_insert_with(|| Conn::new(cookie, cgroup_id, None, ns));
         c.info.tuple = Some(tuple);
         c.info.first_ns = c.info.first_ns.min(ns);
     }
@@ -322,14 +319,10 @@ impl Tracker {
         ns: u64,
     ) {
         let out = &mut self.out;
-        let c = self.conns.entry(cookie).or_insert_with(|| {
-            Conn::new(FlowInfo {
-                cookie,
-                cgroup_id,
-                tuple: None,
-                first_ns: ns,
-            })
-        });
+        let c = self
+            .conns
+            .entry(cookie)
+            .or_insert_with(|| Conn::new(cookie, cgroup_id, None, ns));
         c.extend_known(dir, seq.wrapping_add(payload_len), ns);
         let whole = data.len() == payload_len as usize;
         match kind {
@@ -403,14 +396,10 @@ impl Tracker {
     ) {
         let ns = last_ns;
         let out = &mut self.out;
-        let mut c = self.conns.remove(&cookie).unwrap_or_else(|| {
-            Conn::new(FlowInfo {
-                cookie,
-                cgroup_id,
-                tuple: Some(tuple),
-                first_ns: ns,
-            })
-        });
+        let mut c = self
+            .conns
+            .remove(&cookie)
+            .unwrap_or_else(|| Conn::new(cookie, cgroup_id, Some(tuple), ns));
         c.info.tuple.get_or_insert(tuple);
         for d in [Direction::Egress, Direction::Ingress] {
             if let Some(asm) = c.dirs[d.index()].asm.take() {

@@ -15,6 +15,7 @@
 //! These tests need root and the real object (not an `AYA_BUILD_SKIP` stub); they check both
 //! first and fail with a message saying what is missing. They never skip.
 
+use monitor::clock::Clock;
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
@@ -114,19 +115,6 @@ fn load() -> Capture {
         Err(e @ CaptureError::NoObject) => panic!("kernel tests cannot run: {e}"),
         Err(e) => panic!("loading the kernel programs failed: {e}"),
     }
-}
-
-/// `CLOCK_BOOTTIME` in ns: the clock of `bpf_ktime_get_boot_ns`.
-fn boot_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed");
-    u64::try_from(ts.tv_sec).expect("boot time is positive") * 1_000_000_000
-        + u64::try_from(ts.tv_nsec).expect("ns are positive")
 }
 
 /// The cgroup v2 id of this thread's cgroup (the inode number of its cgroup v2 directory), which
@@ -460,7 +448,7 @@ impl Harness {
             Direction::Ingress => PROG_INGRESS,
         };
         let before = self.cap.counters().expect("counters readable");
-        let t0 = boot_ns();
+        let t0 = Clock::boot_ns();
         let res = self
             .cap
             .program(name)
@@ -474,7 +462,7 @@ impl Harness {
                 let cause = std::error::Error::source(&e).map(ToString::to_string);
                 panic!("BPF_PROG_TEST_RUN of {name} failed: {e}: {cause:?} (frame {frame:02x?})")
             });
-        let t1 = boot_ns();
+        let t1 = Clock::boot_ns();
         let after = self.cap.counters().expect("counters readable");
         let mut delta = [0; Counter::COUNT as usize];
         for (i, d) in delta.iter_mut().enumerate() {
@@ -1456,7 +1444,7 @@ impl Harness {
 fn quarantined_egress_syn_is_dropped_counted_and_recorded() {
     let mut h = Harness::new();
     let own = require_own_cgroup(&h);
-    let since = boot_ns();
+    let since = Clock::boot_ns();
     h.cap
         .set_quarantine(&[(own, since)])
         .expect("quarantine set");

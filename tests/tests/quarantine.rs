@@ -13,6 +13,7 @@
 //!
 //! Fixture: `tests/fixtures/lab.yaml` (client-a, client-b; `web` serving nginx on 80).
 
+use monitor::clock::Clock;
 use std::{
     path::Path,
     time::{Duration, Instant},
@@ -136,19 +137,6 @@ fn drain(cap: &mut Capture) -> Vec<Rec> {
     out
 }
 
-/// `CLOCK_BOOTTIME` in ns: the clock of the kernel's record timestamps.
-fn boot_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed");
-    u64::try_from(ts.tv_sec).expect("positive") * 1_000_000_000
-        + u64::try_from(ts.tv_nsec).expect("positive")
-}
-
 fn pod_cgroup(lab: &Lab, pod: &str) -> u64 {
     let m = lab.member(pod).expect("pod exists");
     let dir: &Path = m.cgroup.as_deref().expect("a pod has a cgroup");
@@ -205,7 +193,7 @@ fn quarantined_pod_is_cut_off_and_the_rest_keep_working() {
     assert!(before.iter().all(|r| r.kind != RecordKind::QuarantineDrop));
 
     // Quarantine client-a.
-    let since = boot_ns();
+    let since = Clock::boot_ns();
     cap.set_quarantine(&[(id_a, since)]).unwrap();
     assert_eq!(
         cap.quarantine().unwrap(),

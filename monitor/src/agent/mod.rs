@@ -201,6 +201,8 @@ pub fn run(
         if last_loss.elapsed() >= cfg.loss_every {
             last_loss = Instant::now();
             agent.reload_policy(out)?;
+            // One cgroup rescan a tick: monitored_pod_ips rescans, pod_cgroups reads the result.
+            capture.set_local_peers(&identity.monitored_pod_ips())?;
             agent.sync_quarantine(&mut capture, identity, now_ns)?;
             if last_attest.elapsed() >= Duration::from_secs(10) {
                 last_attest = Instant::now();
@@ -209,7 +211,6 @@ pub fn run(
             agent.close_windows(now_ns, false, out)?;
             agent.report_losses(&capture, identity, out)?;
             agent.clock = Clock::new();
-            capture.set_local_peers(&identity.monitored_pod_ips())?;
         }
         agent.emit(identity, out)?;
         // Everything written this round goes out now, including what the once-a-second work
@@ -368,8 +369,8 @@ impl Agent {
             self.metrics
                 .violations
                 .get_or_create(&RuleLabel {
-                    rule: v.rule.id().to_owned(),
-                    severity: format!("{:?}", v.severity).to_lowercase(),
+                    rule: v.rule.id(),
+                    severity: v.severity.name(),
                 })
                 .inc_by(v.count);
         }

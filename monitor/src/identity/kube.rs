@@ -256,7 +256,7 @@ impl PodResolver for KubeResolver {
     }
 
     fn pod_cgroups(&mut self) -> Vec<(Arc<Pod>, u64)> {
-        self.cgroups.rescan();
+        // The agent calls monitored_pod_ips (which rescans) just before this.
         let index = self.shared.index();
         self.cgroups
             .entries()

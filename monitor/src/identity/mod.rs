@@ -99,6 +99,7 @@ pub trait PodResolver: Send {
     fn monitored_pod_ips(&mut self) -> Vec<IpAddr>;
     /// This node's pods and the ids of their cgroups (every cgroup of the pod: its sockets
     /// belong to the container cgroups below the pod's). Quarantine enforcement is by cgroup.
+    /// Reads the cgroup tree as of the last [`PodResolver::monitored_pod_ips`] (or lookup miss).
     fn pod_cgroups(&mut self) -> Vec<(Arc<Pod>, u64)>;
     /// Why cgroup `id` has no identity (yet), for the record's note.
     fn unattributed_reason(&self, id: u64) -> Option<String> {

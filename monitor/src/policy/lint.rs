@@ -34,6 +34,7 @@ use serde::de::{
     self, DeserializeSeed, Deserializer, IntoDeserializer as _, MapAccess, SeqAccess, Visitor,
 };
 
+use super::pattern::{glob_match, network};
 use super::{
     Diagnostic, Policy, PolicyErrors,
     schema::{Caller, CallerSelector, PolicyFile},
@@ -2066,29 +2067,6 @@ fn glob_problem(n: &str) -> Option<(String, String)> {
     None
 }
 
-/// Glob match with `*` and `?` (both already lowercased).
-fn glob_match(pat: &str, s: &str) -> bool {
-    let (p, s): (Vec<char>, Vec<char>) = (pat.chars().collect(), s.chars().collect());
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
 /// `name` or `namespace/name`: a DNS-1123 label and a DNS-1123 subdomain.
 fn pod_name_problem(p: &str) -> Option<String> {
     let (ns, name) = match p.split_once('/') {
@@ -2143,18 +2121,7 @@ fn check_cidr(c: &str) -> Result<(), (String, String)> {
                 ),
             )
         })?;
-    let network = match ip {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let mask = u32::MAX.checked_shl(u32::from(32 - len)).unwrap_or(0);
-            IpAddr::from(std::net::Ipv4Addr::from(bits & mask))
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let mask = u128::MAX.checked_shl(u32::from(128 - len)).unwrap_or(0);
-            IpAddr::from(std::net::Ipv6Addr::from(bits & mask))
-        }
-    };
+    let network = network(ip, len);
     if network != ip {
         return Err((
             format!("`{c}` has host bits set"),

@@ -3,12 +3,14 @@
 //! - [`schema`]: the YAML file's types (documented in `docs/policy.md`);
 //! - [`lint`]: parsing with positions and every semantic check, as [`Diagnostic`]s;
 //! - [`path`]: request-target normalisation (the evasion-resistant view of a path);
+//! - [`pattern`]: field-name globs and address ranges;
 //! - [`engine`]: evaluation of one HTTP exchange or flow against a loaded [`Policy`];
 //! - [`violation`]: the violation record, redaction, aggregation of repeats.
 
 pub mod engine;
 pub mod lint;
 pub mod path;
+pub mod pattern;
 pub mod schema;
 pub mod violation;
 

@@ -31,6 +31,18 @@ pub enum Rule {
     NewEdge,
 }
 
+impl Severity {
+    /// The lower-case name written in records and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
 impl Rule {
     /// The kebab-case id.
     pub const fn id(self) -> &'static str {
