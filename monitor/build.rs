@@ -1,4 +1,5 @@
-//! Builds the kernel programs (`monitor-ebpf`) for bpfel with the nightly toolchain and puts the
+//! Compiles the gRPC contract (`proto/monitor.proto`, tonic/prost; needs `protoc`) and builds
+//! the kernel programs (`monitor-ebpf`) for bpfel with the nightly toolchain and puts the
 //! object at `$OUT_DIR/monitor`, where `src/capture` embeds it.
 //!
 //! With `AYA_BUILD_SKIP=1` (metadata-only work such as clippy on a machine without
@@ -9,6 +10,7 @@ use std::{env, fs, path::PathBuf};
 use anyhow::{Context as _, Result};
 
 fn main() -> Result<()> {
+    proto()?;
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
@@ -34,4 +36,23 @@ fn main() -> Result<()> {
         "building the eBPF programs failed; run `cargo xtask setup` to install the nightly \
          rust-src component and bpf-linker",
     )
+}
+
+/// Generates the gRPC messages, clients and servers from `proto/monitor.proto`.
+fn proto() -> Result<()> {
+    let proto_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("no manifest dir")?)
+        .parent()
+        .context("monitor/ has no parent directory")?
+        .join("proto");
+    let file = proto_dir.join("monitor.proto");
+    println!("cargo:rerun-if-changed={}", file.display());
+    tonic_prost_build::configure()
+        .compile_protos(&[&file], &[&proto_dir])
+        .with_context(|| {
+            format!(
+                "compiling {} failed; protoc must be installed (`cargo xtask setup` installs \
+                 Debian's protobuf-compiler)",
+                file.display()
+            )
+        })
 }

@@ -1,4 +1,4 @@
-//! The monitor's userspace: the node agent, and (later) the collector and CLI tools.
+//! The monitor's userspace: the node agent, the collector and the CLI tools.
 //!
 //! Map of the modules (one concept each):
 //! - [`capture`]: load the kernel programs, attach them to the cgroup root, read their maps.
@@ -10,14 +10,22 @@
 //! - [`metrics`]: Prometheus metrics and the `/metrics` + `/healthz` endpoint.
 //! - [`clock`]: kernel boot-time nanoseconds to wall-clock time.
 //! - [`agent`]: the drain loop tying the above together.
+//! - [`delivery`]: the agent's spool and gRPC sender to the collector.
+//! - [`collector`]: the collector: gRPC ingest over mTLS, store, Observe and Report.
+//! - [`sink`]: SIEM sinks fed by the collector (NDJSON, OCSF, syslog/CEF over TLS).
+//! - [`proto`]: the gRPC contract generated from `proto/monitor.proto`.
 //! - [`cli`]: command-line definitions.
 pub mod agent;
 pub mod capture;
 pub mod cli;
 pub mod clock;
+pub mod collector;
 pub mod conn;
+pub mod delivery;
 pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+pub mod proto;
 pub mod record;
+pub mod sink;

@@ -1,0 +1,1 @@
+//! Forensic report figures (placeholder: being written).

@@ -1,0 +1,6 @@
+//! Agent → collector delivery: the on-disk spool of everything not yet acknowledged, and the
+//! gRPC sender that streams it.
+//!
+//! - [`spool`]: checksummed segment files with a size cap; resend after reconnect and restart.
+
+pub mod spool;

@@ -1,0 +1,1 @@
+//! SIEM sinks (placeholder: being written).
