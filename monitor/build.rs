@@ -47,6 +47,8 @@ fn proto() -> Result<()> {
     let file = proto_dir.join("monitor.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     tonic_prost_build::configure()
+        // JSON output of `monitor report -o json` and `observe` comes from the same messages.
+        .type_attribute(".monitor.v1", "#[derive(serde::Serialize)]")
         .compile_protos(&[&file], &[&proto_dir])
         .with_context(|| {
             format!(

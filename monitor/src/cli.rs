@@ -7,8 +7,13 @@ use clap::{Parser, Subcommand};
 /// eBPF-backed network egress and endpoint monitor for Kubernetes nodes.
 ///
 /// The agent watches every pod's TCP flows and HTTP/1.x messages from the kernel (cgroup_skb
-/// programs on the pods' cgroup root) and prints one JSON record per HTTP exchange, per closed
-/// flow and per loss.
+/// programs on the pods' cgroup root), checks them against a policy, and writes one JSON record
+/// per HTTP exchange, closed flow, violation and loss: to stdout, or over mTLS gRPC to the
+/// collector, which stores them, feeds SIEMs and answers `observe` and `report`.
+///
+/// Quick start (lab): monitor certs init --out certs; monitor collector --tls-dir certs
+/// --store /tmp/m.db --sink ndjson:stdout; monitor agent --inventory inv.yaml
+/// --collector https://127.0.0.1:7443 --tls-dir certs; monitor observe --tls-dir certs -f
 #[derive(Debug, Parser)]
 #[command(name = "monitor", version, propagate_version = true)]
 pub struct Cli {
@@ -29,6 +34,39 @@ pub enum Command {
     /// Example: monitor agent --inventory deploy/examples/vantage/inventory.yaml \
     ///          --cgroup /sys/fs/cgroup/kubepods.slice
     Agent(AgentArgs),
+
+    /// Run the collector: receive records from agents (gRPC, mTLS), store them (SQLite),
+    /// feed SIEM sinks, and answer `monitor observe` and `monitor report`.
+    ///
+    /// Acknowledges a batch only once it is committed to the store (WAL, synchronous=FULL), so
+    /// an agent never forgets a record the collector does not hold; records resent after a
+    /// reconnect are dropped by (node, boot_id, seq).
+    ///
+    /// Example: monitor collector --tls-dir /etc/monitor/certs --store /var/lib/monitor/collector.db \
+    ///          --sink ndjson:file=/var/log/monitor/records.ndjson --sink syslog:tls=siem:6514,ca=ca.pem
+    Collector(CollectorArgs),
+
+    /// Live tail of the collector's records, with filters (like `hubble observe`).
+    ///
+    /// A readable table on a terminal, JSON lines otherwise (or with --output json).
+    ///
+    /// Example: monitor observe --tls-dir certs --kind violation --severity high --since 1h -f
+    Observe(ObserveArgs),
+
+    /// Forensic report for a path, a rule or a pod over a time range: requests by day, by
+    /// source pod, by status; query keys and kept filter values; response bytes against the
+    /// destination's other routes; hours of day.
+    ///
+    /// Example: monitor report --tls-dir certs --path /internal/admin/v0/users/lookup --since 21d
+    Report(ReportArgs),
+
+    /// Make a CA and certificates for the collector, agents and the CLI (for the lab and for
+    /// clusters without cert-manager).
+    Certs {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: CertsCommand,
+    },
 
     /// Work with policy files (see docs/policy.md).
     Policy {
@@ -105,4 +143,275 @@ pub struct AgentArgs {
     /// Ring-buffer drain period in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10)]
     pub drain_ms: u64,
+
+    /// Deliver records to this collector (`https://HOST:PORT`; `http://` needs --insecure)
+    /// instead of printing them. Records wait in the spool until the collector acknowledges.
+    #[arg(long, value_name = "URL", env = "MONITOR_COLLECTOR")]
+    pub collector: Option<String>,
+
+    /// mTLS files for --collector.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+
+    /// Spool directory: everything not yet acknowledged by the collector, kept across
+    /// restarts (a hostPath on Kubernetes).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/monitor/spool")]
+    pub spool_dir: PathBuf,
+
+    /// Spool size cap in MiB; past it the oldest records are dropped and reported as lost.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub spool_max_mib: u64,
+
+    /// With --collector, also print the records on stdout.
+    #[arg(long)]
+    pub stdout: bool,
+}
+
+/// Client-side mTLS options (agent, observe, report).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientTlsArgs {
+    /// Directory with `ca.pem` and this client's `<NAME>.pem` / `<NAME>.key` (as written by
+    /// `monitor certs init`); NAME is `agent` for the agent and `cli` for observe/report.
+    /// Overridden file by file by --ca, --cert and --key.
+    #[arg(long, value_name = "DIR", env = "MONITOR_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+
+    /// CA certificate that signed the collector's certificate.
+    #[arg(long, value_name = "FILE", env = "MONITOR_TLS_CA")]
+    pub ca: Option<PathBuf>,
+
+    /// This client's certificate (the collector requires one).
+    #[arg(long, value_name = "FILE", env = "MONITOR_TLS_CERT")]
+    pub cert: Option<PathBuf>,
+
+    /// This client's private key.
+    #[arg(long, value_name = "FILE", env = "MONITOR_TLS_KEY")]
+    pub key: Option<PathBuf>,
+
+    /// Name the collector's certificate must carry (default: the URL's host).
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+
+    /// Talk plain TCP (`http://`): no encryption, no authentication. For local experiments
+    /// only; the collector must run with --insecure too.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// `monitor collector` options.
+#[derive(Debug, clap::Args)]
+pub struct CollectorArgs {
+    /// Address to listen on for agents and the CLI.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7443")]
+    pub listen: std::net::SocketAddr,
+
+    /// Directory with `ca.pem` (the CA that signs clients), `collector.pem` and
+    /// `collector.key`. Overridden file by file by --ca, --cert, --key. The files are re-read
+    /// when they change; a bad new file keeps the previous certificates.
+    #[arg(long, value_name = "DIR", env = "MONITOR_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+
+    /// CA certificate(s) that sign agent and CLI certificates.
+    #[arg(long, value_name = "FILE", env = "MONITOR_TLS_CA")]
+    pub ca: Option<PathBuf>,
+
+    /// The collector's certificate.
+    #[arg(long, value_name = "FILE", env = "MONITOR_TLS_CERT")]
+    pub cert: Option<PathBuf>,
+
+    /// The collector's private key.
+    #[arg(long, value_name = "FILE", env = "MONITOR_TLS_KEY")]
+    pub key: Option<PathBuf>,
+
+    /// Serve plain TCP without TLS or client authentication: anyone who can connect can write
+    /// records and read them all. Only for local experiments.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// The store (SQLite database file; created if missing).
+    #[arg(long, value_name = "FILE", default_value = "/var/lib/monitor/collector.db")]
+    pub store: PathBuf,
+
+    /// Delete records older than this many days.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub retention_days: u64,
+
+    /// A SIEM sink (repeatable), e.g. `ndjson:stdout`,
+    /// `ndjson:file=/var/log/monitor/records.ndjson,max-bytes=100M,keep=5`,
+    /// `ocsf:file=/var/log/monitor/ocsf.ndjson`,
+    /// `syslog:tls=siem.example:6514,ca=/etc/monitor/siem-ca.pem`. See docs/collector.md.
+    #[arg(long = "sink", value_name = "SPEC")]
+    pub sinks: Vec<String>,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics and /healthz.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Create this file (containing the PID) once listening.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Where the CLI finds the collector.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The collector (`https://HOST:PORT`).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "MONITOR_COLLECTOR",
+        default_value = "https://127.0.0.1:7443"
+    )]
+    pub collector: String,
+
+    /// mTLS files.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// How to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A table (observe) or text report, for people.
+    Table,
+    /// JSON: one record per line (observe) or one document (report).
+    Json,
+}
+
+/// `monitor observe` options.
+#[derive(Debug, clap::Args)]
+pub struct ObserveArgs {
+    /// Where the collector is.
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Record kinds to show (repeatable): http, flow, loss, violation, policy, quarantine.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
+
+    /// Violation rules to show (repeatable), e.g. undocumented-endpoint.
+    #[arg(long, value_name = "RULE")]
+    pub rule: Vec<String>,
+
+    /// Namespace of the source or destination.
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// Pod (source or destination).
+    #[arg(long, value_name = "POD")]
+    pub pod: Option<String>,
+
+    /// Service (source or destination).
+    #[arg(long, value_name = "SVC")]
+    pub service: Option<String>,
+
+    /// Lowest violation severity: low, medium, high, critical.
+    #[arg(long, value_name = "LEVEL")]
+    pub severity: Option<String>,
+
+    /// Node.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+
+    /// From this time: a duration back from now (`90s`, `15m`, `6h`, `21d`) or RFC 3339.
+    /// Default: everything stored, or with --follow only new records.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// Until this time (same forms as --since).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+
+    /// Keep streaming new records.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+
+    /// Stop after this many records.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+
+    /// Output format; default: table on a terminal, json otherwise.
+    #[arg(long, short = 'o', value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+/// `monitor report` options.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["path", "rule", "pod"])))]
+pub struct ReportArgs {
+    /// Where the collector is.
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Requests to this path (as sent, no query); a trailing `*` matches a prefix.
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+
+    /// Violations of this rule, e.g. undocumented-endpoint.
+    #[arg(long, value_name = "RULE")]
+    pub rule: Option<String>,
+
+    /// Requests sent by this pod (`namespace/name` or `name`).
+    #[arg(long, value_name = "POD")]
+    pub pod: Option<String>,
+
+    /// From this time: a duration back from now (`6h`, `21d`) or RFC 3339. Default: all.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// Until this time (same forms).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+
+    /// Rows per table.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: u32,
+
+    /// Output format; default: text on a terminal, json otherwise.
+    #[arg(long, short = 'o', value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+/// `monitor certs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a CA, a collector certificate and client certificates in a directory:
+    /// `ca.pem`/`ca.key`, `collector.pem`/`.key`, and `<client>.pem`/`.key` per --client.
+    ///
+    /// Example: monitor certs init --out certs --collector-name monitor-collector.monitor.svc
+    Init {
+        /// Output directory (created). Existing files are not overwritten.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Names (DNS or IP) the collector is reached by (repeatable).
+        #[arg(
+            long = "collector-name",
+            value_name = "NAME",
+            default_values = ["localhost", "127.0.0.1"]
+        )]
+        collector_names: Vec<String>,
+        /// Client certificates to make (repeatable).
+        #[arg(long = "client", value_name = "NAME", default_values = ["agent", "cli"])]
+        clients: Vec<String>,
+        /// Validity in days.
+        #[arg(long, value_name = "DAYS", default_value_t = 365)]
+        days: u32,
+    },
+    /// Issue one more client (or server) certificate from the CA in a directory.
+    ///
+    /// Example: monitor certs issue --dir certs --name node-7
+    Issue {
+        /// Directory holding `ca.pem` and `ca.key`; the new files go there too.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Certificate name (common name and file name).
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// A server certificate with these names instead of a client one (repeatable).
+        #[arg(long = "server-name", value_name = "NAME")]
+        server_names: Vec<String>,
+        /// Validity in days.
+        #[arg(long, value_name = "DAYS", default_value_t = 365)]
+        days: u32,
+    },
 }

@@ -13,6 +13,7 @@
 //! - [`delivery`]: the agent's spool and gRPC sender to the collector.
 //! - [`collector`]: the collector: gRPC ingest over mTLS, store, Observe and Report.
 //! - [`sink`]: SIEM sinks fed by the collector (NDJSON, OCSF, syslog/CEF over TLS).
+//! - [`tls`]: mTLS: certificates for the lab and users, reloading server config, client config.
 //! - [`proto`]: the gRPC contract generated from `proto/monitor.proto`.
 //! - [`cli`]: command-line definitions.
 pub mod agent;
@@ -29,3 +30,4 @@ pub mod policy;
 pub mod proto;
 pub mod record;
 pub mod sink;
+pub mod tls;

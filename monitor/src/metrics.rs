@@ -64,6 +64,16 @@ pub struct Metrics {
     pub attached: Gauge<i64, AtomicI64>,
     /// Pods quarantined now.
     pub quarantined_pods: Gauge<i64, AtomicI64>,
+    /// Bytes in the delivery spool (on disk and buffered).
+    pub spool_bytes: Gauge<i64, AtomicI64>,
+    /// The spool's size cap in bytes.
+    pub spool_max_bytes: Gauge<i64, AtomicI64>,
+    /// 1 while a stream to the collector is open.
+    pub collector_connected: Gauge<i64, AtomicI64>,
+    /// Records the collector acknowledged.
+    pub delivered: Counter,
+    /// Failed connection attempts and broken streams to the collector.
+    pub delivery_errors: Counter,
 }
 
 impl Metrics {
@@ -76,6 +86,36 @@ impl Metrics {
         let violations = Family::<RuleLabel, Counter>::default();
         let attached = Gauge::<i64, AtomicI64>::default();
         let quarantined_pods = Gauge::<i64, AtomicI64>::default();
+        let spool_bytes = Gauge::<i64, AtomicI64>::default();
+        let spool_max_bytes = Gauge::<i64, AtomicI64>::default();
+        let collector_connected = Gauge::<i64, AtomicI64>::default();
+        let delivered = Counter::default();
+        let delivery_errors = Counter::default();
+        registry.register(
+            "spool_bytes",
+            "Bytes held in the delivery spool until the collector acknowledges them",
+            spool_bytes.clone(),
+        );
+        registry.register(
+            "spool_max_bytes",
+            "The delivery spool's size cap; past it the oldest records are dropped (and reported)",
+            spool_max_bytes.clone(),
+        );
+        registry.register(
+            "collector_connected",
+            "1 while the delivery stream to the collector is open",
+            collector_connected.clone(),
+        );
+        registry.register(
+            "delivered_records",
+            "Records the collector acknowledged as stored",
+            delivered.clone(),
+        );
+        registry.register(
+            "delivery_errors",
+            "Failed connections and broken streams to the collector",
+            delivery_errors.clone(),
+        );
         registry.register("records", "Records written, by kind", records.clone());
         registry.register(
             "lost",
@@ -116,6 +156,11 @@ impl Metrics {
             violations,
             attached,
             quarantined_pods,
+            spool_bytes,
+            spool_max_bytes,
+            collector_connected,
+            delivered,
+            delivery_errors,
         })
     }
 
@@ -133,9 +178,31 @@ impl Metrics {
     }
 }
 
-async fn handle(
+/// What the `/metrics` + `/healthz` endpoint serves: the agent's or the collector's metrics.
+pub trait Exporter: Send + Sync + 'static {
+    /// The OpenMetrics text exposition.
+    fn encode(&self) -> String;
+    /// `Ok(body)` when healthy (200), `Err(body)` when not (503).
+    fn health(&self) -> Result<&'static str, &'static str>;
+}
+
+impl Exporter for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
+    }
+
+    fn health(&self) -> Result<&'static str, &'static str> {
+        if self.attached.get() == 1 {
+            Ok("attached\n")
+        } else {
+            Err("not attached\n")
+        }
+    }
+}
+
+async fn handle<E: Exporter>(
     req: Request<hyper::body::Incoming>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<E>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, ctype, body) = match req.uri().path() {
         "/metrics" => (
@@ -143,14 +210,10 @@ async fn handle(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.encode(),
         ),
-        "/healthz" if metrics.attached.get() == 1 => {
-            (StatusCode::OK, "text/plain", "attached\n".to_owned())
-        }
-        "/healthz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not attached\n".to_owned(),
-        ),
+        "/healthz" => match metrics.health() {
+            Ok(b) => (StatusCode::OK, "text/plain", b.to_owned()),
+            Err(b) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", b.to_owned()),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -167,7 +230,7 @@ async fn handle(
 
 /// Serves `/metrics` and `/healthz` on `listener` until the task is dropped. Binding is the
 /// caller's, so a bad address is an error at start, not a log line later.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve<E: Exporter>(listener: tokio::net::TcpListener, metrics: Arc<E>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics on /metrics, health on /healthz");
     }

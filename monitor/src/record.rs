@@ -78,6 +78,8 @@ impl Record {
 pub struct PolicyEvent {
     /// When (RFC 3339).
     pub time: String,
+    /// Node.
+    pub node: String,
     /// `reloaded` or `reload-failed`.
     pub event: &'static str,
     /// The policy file.
@@ -91,9 +93,10 @@ pub struct PolicyEvent {
 
 impl PolicyEvent {
     /// A successful reload.
-    pub fn reloaded(file: &std::path::Path, failures: u64) -> Self {
+    pub fn reloaded(node: &str, file: &std::path::Path, failures: u64) -> Self {
         Self {
             time: String::new(),
+            node: node.to_owned(),
             event: "reloaded",
             file: file.display().to_string(),
             reload_failures: failures,
@@ -102,9 +105,10 @@ impl PolicyEvent {
     }
 
     /// A failed reload; the last good policy stays in force.
-    pub fn failed(file: &std::path::Path, failures: u64, errs: &PolicyErrors) -> Self {
+    pub fn failed(node: &str, file: &std::path::Path, failures: u64, errs: &PolicyErrors) -> Self {
         Self {
             time: String::new(),
+            node: node.to_owned(),
             event: "reload-failed",
             file: file.display().to_string(),
             reload_failures: failures,

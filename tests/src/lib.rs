@@ -97,6 +97,17 @@ impl Agent {
 
     /// Like [`Agent::start_with`] with another inventory file.
     pub fn start_with_inventory(lab: &Lab, inventory: &Path, extra: &[&str]) -> Result<Self> {
+        Self::spawn(lab, inventory, extra, None)
+    }
+
+    /// Like [`Agent::start_with`], in the lab's node network namespace (entered with nsenter,
+    /// which keeps this mount namespace and so the cgroup tree): its connections to a test
+    /// [`Collector`] on 127.0.0.1 stay inside the lab.
+    pub fn start_in_node(lab: &Lab, extra: &[&str]) -> Result<Self> {
+        Self::spawn(lab, lab.inventory_path(), extra, Some(lab.node_netns()))
+    }
+
+    fn spawn(lab: &Lab, inventory: &Path, extra: &[&str], netns: Option<&str>) -> Result<Self> {
         let ready = lab.run_dir().join("agent-ready");
         let _ = std::fs::remove_file(&ready);
         let policy = fixture("lab-policy.yaml");
@@ -114,7 +125,7 @@ impl Agent {
             .copied()
             .filter(|a| *a != "--no-policy")
             .collect();
-        let mut child = Command::new(monitor_bin())
+        let mut child = in_netns(netns, &monitor_bin())
             .arg("agent")
             .args(default_policy)
             .arg("--inventory")
@@ -282,6 +293,191 @@ impl Drop for Agent {
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// `program` as a command, run inside `netns` (with nsenter, keeping the mount namespace) if
+/// given. nsenter execs the program, so the child's PID is the program's.
+pub fn in_netns(netns: Option<&str>, program: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Makes a CA, a collector certificate (for localhost/127.0.0.1) and `agent` and `cli` client
+/// certificates in `dir` with `monitor certs init`.
+pub fn make_certs(dir: &Path) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    let out = Command::new(monitor_bin())
+        .args(["certs", "init", "--out"])
+        .arg(dir)
+        .output()
+        .expect("monitor certs init runs");
+    assert!(
+        out.status.success(),
+        "monitor certs init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.to_owned()
+}
+
+/// A running `monitor collector` in the lab's node netns, listening on 127.0.0.1:`port` with
+/// mTLS (certificates from [`make_certs`]) and an NDJSON file sink.
+#[derive(Debug)]
+pub struct Collector {
+    child: Option<Child>,
+    stderr: Arc<Mutex<String>>,
+    /// The store file.
+    pub store: PathBuf,
+    /// The NDJSON sink file.
+    pub sink: PathBuf,
+    /// The certificates directory.
+    pub certs: PathBuf,
+    /// Listening port (127.0.0.1 in the node netns).
+    pub port: u16,
+    netns: String,
+    extra: Vec<String>,
+}
+
+impl Collector {
+    /// Starts a collector with its files under `dir` and waits until it listens.
+    pub fn start(lab: &Lab, dir: &Path, certs: &Path, port: u16, extra: &[&str]) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut c = Self {
+            child: None,
+            stderr: Arc::new(Mutex::new(String::new())),
+            store: dir.join("collector.db"),
+            sink: dir.join("records.ndjson"),
+            certs: certs.to_owned(),
+            port,
+            netns: lab.node_netns().to_owned(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        c.restart()?;
+        Ok(c)
+    }
+
+    /// (Re)starts the process with the same files.
+    pub fn restart(&mut self) -> Result<()> {
+        let ready = self.store.with_extension("ready");
+        let _ = std::fs::remove_file(&ready);
+        let mut child = in_netns(Some(&self.netns), &monitor_bin())
+            .arg("collector")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--tls-dir")
+            .arg(&self.certs)
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--sink")
+            .arg(format!("ndjson:file={}", self.sink.display()))
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start monitor collector")?;
+        let err = child.stderr.take().context("no stderr")?;
+        let e = self.stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = e.lock().expect("lock");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ready.exists() {
+            if let Some(status) = child.try_wait()? {
+                bail!("collector exited ({status}) at start:\n{}", self.stderr());
+            }
+            if Instant::now() > deadline {
+                bail!("collector not listening after 20 s:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The agent arguments that deliver here (mTLS with the `agent` certificate).
+    pub fn agent_args(&self, spool: &Path) -> Vec<String> {
+        vec![
+            "--collector".into(),
+            self.url(),
+            "--tls-dir".into(),
+            self.certs.display().to_string(),
+            "--spool-dir".into(),
+            spool.display().to_string(),
+        ]
+    }
+
+    /// The collector's log so far (all runs).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Sends `sig` and waits for the exit.
+    pub fn signal(&mut self, sig: i32) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("collector not running")?;
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        Ok(child.wait()?)
+    }
+
+    /// The sink file's records (every complete line must be JSON).
+    pub fn sink_records(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.sink).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("sink line is not JSON ({e}): {l:.300}"))
+            })
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the sink's records; fails with both logs otherwise.
+    pub fn wait_sink(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let recs = self.sink_records();
+            if pred(&recs) {
+                return Ok(recs);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what}: not reached within {timeout:?} ({} sink records)\ncollector log:\n{}",
+                    recs.len(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }

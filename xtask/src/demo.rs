@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: replays the Vantage incident (DESIGN §1) on this machine.
 //!
 //! setup (fast path) → release build of `monitor` → lab up (Vantage inventory) → a copy of the
-//! Vantage policy in the lab's run directory → the agent in the root netns and cgroup, attached
+//! Vantage policy in the lab's run directory → the agent (root cgroup, the lab's node netns), attached
 //! to the lab's root cgroup, with that copy → real curl traffic from the pods, in four phases:
 //!
 //! 1. background: the recommendation engines 01-03 read user preferences (enough calls for the
@@ -14,9 +14,14 @@
 //!    reloads it (a `policy` record says so) and puts -04's cgroup in the kernel's drop set;
 //! 4. -04 keeps trying: its connections hang (SYNs dropped) and time out.
 //!
+//! The agent runs in the lab's node netns and delivers over mTLS (certificates from `monitor
+//! certs init`) to a collector there (`target/demo/collector.db`, NDJSON sink
+//! `target/demo/collector-records.ndjson`); it also prints its records.
+//!
 //! → agent stopped with SIGINT → every record in `target/demo/records.ndjson`, and on screen the
 //! violations table, the quarantine attestation and a checklist of what the incident must
-//! produce (the command fails if an item is not met) → lab down. A guard tears everything down
+//! produce (the command fails if an item is not met); then `monitor observe` and `monitor
+//! report` on the collector's copy → lab down. A guard tears everything down
 //! on error and on Ctrl-C.
 
 use std::collections::BTreeMap;
@@ -257,13 +262,55 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
     );
     let ready = lab.run_dir().join("ready");
     say(&format!(
-        "starting the agent (root netns and cgroup), attached to {}",
+        "starting the agent (root cgroup, node netns), attached to {}",
         lab.attach_cgroup().display()
     ));
-    let mut extra = vec!["--policy".to_owned(), policy.display().to_string()];
+    say("certificates and the collector (mTLS on 127.0.0.1:7443 in the lab's node netns)");
+    let certs = lab.run_dir().join("certs");
+    let out = Command::new(&bin)
+        .args(["certs", "init", "--out"])
+        .arg(&certs)
+        .output()
+        .context("cannot run monitor certs init")?;
+    if !out.status.success() {
+        bail!(
+            "monitor certs init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    crate::outln!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
+    let sink_file = out_dir.join("collector-records.ndjson");
+    let store = out_dir.join("collector.db");
+    for f in [&sink_file, &store] {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_file(store.with_extension("db-wal"));
+    let _ = std::fs::remove_file(store.with_extension("db-shm"));
+    let collector = Collector::start(
+        &bin,
+        lab.node_netns(),
+        &certs,
+        &store,
+        &sink_file,
+        &out_dir.join("collector.log"),
+        &lab.run_dir().join("collector-ready"),
+    )?;
+    crate::outln!("collector ready (pid {})", collector.pid);
+    let mut extra = vec![
+        "--policy".to_owned(),
+        policy.display().to_string(),
+        "--collector".to_owned(),
+        COLLECTOR_URL.to_owned(),
+        "--tls-dir".to_owned(),
+        certs.display().to_string(),
+        "--spool-dir".to_owned(),
+        lab.run_dir().join("spool").display().to_string(),
+        "--stdout".to_owned(),
+    ];
     extra.extend(agent_args);
     let mut agent = Agent::start(
         &bin,
+        lab.node_netns(),
         lab.inventory_path(),
         lab.attach_cgroup(),
         &ready,
@@ -362,13 +409,65 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
     }
     let failed = checks.iter().filter(|c| !c.ok).count();
 
+    // The same incident through the collector: what a SIEM and an investigator see.
+    let delivered = collector.wait_records(records.len(), Duration::from_secs(10));
+    say(&format!(
+        "the collector (over mTLS): {delivered} of {} records in its store and NDJSON sink {}",
+        records.len(),
+        sink_file.display()
+    ));
+    let cli = |args: &[&str]| -> Result<String> {
+        let mut cmd = in_netns(lab.node_netns(), &bin);
+        cmd.args(args)
+            .args(["--collector", COLLECTOR_URL, "--tls-dir"])
+            .arg(&certs)
+            .args(["--output", "table"]);
+        crate::outln!("$ {}", util::display_cmd(&cmd));
+        let out = cmd.output().context("cannot run the monitor CLI")?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut cli_ok = true;
+    for args in [
+        &["observe", "--kind", "violation"][..],
+        &["report", "--path", LOOKUP_ROUTE][..],
+    ] {
+        match cli(args) {
+            Ok(text) => crate::outln!("{}", text.trim_end()),
+            Err(e) => {
+                cli_ok = false;
+                crate::outln!("{}", emphasize(&format!("monitor {}: {e:#}", args[0])));
+            }
+        }
+    }
+    let collector_ok = delivered == records.len() && cli_ok;
+    let collector_line = format!(
+        "  {} the collector holds every record the agent wrote ({delivered} of {}), and observe \
+         and report answer from it",
+        if collector_ok { "✓" } else { "✗" },
+        records.len()
+    );
+    crate::outln!(
+        "{}",
+        if collector_ok {
+            collector_line
+        } else {
+            emphasize(&collector_line)
+        }
+    );
+    let failed = failed + usize::from(!collector_ok);
+    let total_checks = checks.len() + 1;
+    drop(collector);
+
     say("tearing the lab down");
     lab.down()?;
     crate::outln!(
         "\ndemo finished in {}: {} of {} checks passed; agent log in {}",
         util::fmt_duration(started.elapsed()),
-        checks.len() - failed,
-        checks.len(),
+        total_checks - failed,
+        total_checks,
         out_dir.join("agent.log").display()
     );
     if stopped.stdout.is_empty() {
@@ -380,7 +479,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
     if failed > 0 {
         bail!(
             "{failed} of {} checklist item(s) failed (marked ✗ above); the records are in {}",
-            checks.len(),
+            total_checks,
             records_file.display()
         );
     }
@@ -1111,6 +1210,103 @@ pub fn checklist(records: &[Value]) -> Vec<Check> {
     checks
 }
 
+/// Where the demo's collector listens (inside the lab's node netns).
+pub const COLLECTOR_URL: &str = "https://127.0.0.1:7443";
+
+/// `bin` as a command inside network namespace `netns` (nsenter keeps the mount namespace,
+/// so the agent still sees the cgroup tree; it execs, so the PID is the program's).
+fn in_netns(netns: &str, bin: &Path) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{netns}")).arg(bin);
+    c
+}
+
+/// The demo's collector; stopped (SIGTERM, then SIGKILL) on drop.
+struct Collector {
+    child: Child,
+    pid: u32,
+    sink: PathBuf,
+}
+
+impl Collector {
+    fn start(
+        bin: &Path,
+        netns: &str,
+        certs: &Path,
+        store: &Path,
+        sink: &Path,
+        log: &Path,
+        ready: &Path,
+    ) -> Result<Self> {
+        let _ = std::fs::remove_file(ready);
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let mut cmd = in_netns(netns, bin);
+        cmd.args(["collector", "--listen", "127.0.0.1:7443", "--tls-dir"])
+            .arg(certs)
+            .arg("--store")
+            .arg(store)
+            .arg("--sink")
+            .arg(format!("ndjson:file={}", sink.display()))
+            .arg("--ready-file")
+            .arg(ready)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .process_group(0);
+        crate::outln!("$ {}", util::display_cmd(&cmd));
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start the collector {}", bin.display()))?;
+        let mut c = Self {
+            pid: child.id(),
+            child,
+            sink: sink.to_owned(),
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !ready.exists() {
+            if let Some(st) = c.child.try_wait()? {
+                bail!("the collector exited ({st}) at start; its log: {}", log.display());
+            }
+            if Instant::now() > deadline {
+                bail!("the collector is not listening after {READY_TIMEOUT:?}; its log: {}", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(c)
+    }
+
+    /// Waits until the sink holds `n` records (or `timeout`); returns how many it holds.
+    fn wait_records(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let have = std::fs::read_to_string(&self.sink)
+                .map(|t| t.lines().count())
+                .unwrap_or(0);
+            if have >= n || Instant::now() >= deadline {
+                return have;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = util::signal(self.pid, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(8);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(self.child.try_wait(), Ok(None)) {
+                let _ = util::signal(self.pid, libc::SIGKILL);
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
 /// What the stopped agent left.
 struct Stopped {
     status: ExitStatus,
@@ -1131,8 +1327,10 @@ struct Agent {
 }
 
 impl Agent {
+    #[expect(clippy::too_many_arguments, reason = "one call site, every argument named there")]
     fn start(
         bin: &Path,
+        netns: &str,
         inventory: &Path,
         cgroup: &Path,
         ready: &Path,
@@ -1141,7 +1339,7 @@ impl Agent {
         echo_logs: bool,
     ) -> Result<Self> {
         let _ = std::fs::remove_file(ready);
-        let mut cmd = Command::new(bin);
+        let mut cmd = in_netns(netns, bin);
         cmd.arg("agent")
             .arg("--inventory")
             .arg(inventory)

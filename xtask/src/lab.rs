@@ -409,6 +409,12 @@ impl Lab {
         Ok(self.member(pod)?.ipv6.map(IpAddr::V6))
     }
 
+    /// The node's network namespace (the bridge's side; where the agent's own connections,
+    /// e.g. to a test collector on 127.0.0.1, stay private to the lab).
+    pub fn node_netns(&self) -> &str {
+        &self.node_netns
+    }
+
     /// The network namespace name of a pod or external (for `ip netns exec`).
     pub fn netns(&self, pod: &str) -> Result<&str> {
         Ok(&self.member(pod)?.netns)

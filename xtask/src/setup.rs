@@ -26,6 +26,12 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "tcpdump",
     "protobuf-compiler",
+    // The syslog sink's end-to-end test runs a real rsyslog with TLS (gnutls driver).
+    "rsyslog",
+    "rsyslog-gnutls",
+    // The non-Rust gRPC client of the tests (tests/clients/observe.py): Debian's Python gRPC.
+    "python3-grpcio",
+    "python3-grpc-tools",
 ];
 
 /// The bpf-linker release the eBPF build uses.

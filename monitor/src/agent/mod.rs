@@ -4,15 +4,17 @@
 //! ([`policy`]: evaluation, redaction, reload) and quarantine's ([`quarantine`]: kernel set,
 //! blocked attempts, attestation) live in their own modules.
 
+mod out;
 mod policy;
 mod quarantine;
+
+pub use out::{RecordOut, WriteOut, new_boot_id};
 
 use policy::PolicyWatch;
 use quarantine::QuarantineBook;
 
 use std::{
     collections::HashMap,
-    io::Write,
     os::fd::AsRawFd as _,
     path::PathBuf,
     sync::{
@@ -60,6 +62,9 @@ pub struct Config {
     pub body_quiet: Duration,
     /// Period of loss reports.
     pub loss_every: Duration,
+    /// This incarnation's id, written in every record (`boot_id`); sequence numbers restart
+    /// at 1 with each. See [`new_boot_id`].
+    pub boot_id: String,
 }
 
 impl Config {
@@ -73,6 +78,7 @@ impl Config {
             idle_timeout: Duration::from_secs(300),
             body_quiet: Duration::from_secs(1),
             loss_every: Duration::from_secs(1),
+            boot_id: new_boot_id(),
         }
     }
 }
@@ -105,7 +111,7 @@ pub fn run(
     identity: &mut dyn PodResolver,
     metrics: Arc<Metrics>,
     stop: &AtomicBool,
-    out: &mut dyn Write,
+    out: &mut dyn RecordOut,
 ) -> Result<(), AgentError> {
     let policy = cfg.policy.as_deref().map(Policy::load).transpose()?;
     let mut capture = Capture::load()?;
@@ -131,6 +137,8 @@ pub fn run(
         suppressed: 0,
         line: Vec::with_capacity(4096),
         seq: 0,
+        node: identity.node().to_owned(),
+        boot_id: cfg.boot_id.clone(),
         aggregator: Aggregator::new(
             policy
                 .as_ref()
@@ -243,6 +251,10 @@ struct Agent {
     line: Vec<u8>,
     /// Sequence number of the last record written.
     seq: u64,
+    /// This node.
+    node: String,
+    /// This incarnation (see [`Config::boot_id`]).
+    boot_id: String,
     /// The policy, when one is loaded.
     engine: Option<Engine>,
     /// Violation repeats per (source, rule, route).
@@ -257,10 +269,11 @@ struct Agent {
     dirty: bool,
 }
 
-/// One output line: the record and its per-agent sequence number.
+/// One output line: the record with its sequence number and incarnation.
 #[derive(serde::Serialize)]
 struct Line<'a> {
     seq: u64,
+    boot_id: &'a str,
     #[serde(flatten)]
     record: &'a Record,
 }
@@ -327,7 +340,7 @@ impl Agent {
     fn emit(
         &mut self,
         identity: &mut dyn PodResolver,
-        out: &mut dyn Write,
+        out: &mut dyn RecordOut,
     ) -> Result<bool, AgentError> {
         let outputs: Vec<Output> = self.tracker.drain().collect();
         let wrote = !outputs.is_empty() || !self.quarantine.drops.is_empty();
@@ -359,8 +372,8 @@ impl Agent {
     }
 
     /// Serializes into a reused buffer, then writes one line: serde_json's many small writes
-    /// go to a `Vec` (inlined) instead of through `dyn Write`.
-    fn write(&mut self, r: &Record, out: &mut dyn Write) -> Result<(), AgentError> {
+    /// go to a `Vec` (inlined) instead of through `dyn RecordOut`.
+    fn write(&mut self, r: &Record, out: &mut dyn RecordOut) -> Result<(), AgentError> {
         self.line.clear();
         self.seq += 1;
         self.dirty = true;
@@ -376,11 +389,12 @@ impl Agent {
         }
         let line = Line {
             seq: self.seq,
+            boot_id: &self.boot_id,
             record: r,
         };
         serde_json::to_writer(&mut self.line, &line).map_err(std::io::Error::from)?;
         self.line.push(b'\n');
-        out.write_all(&self.line)?;
+        out.record(self.seq, r.kind(), &self.line)?;
         Ok(())
     }
 
@@ -517,7 +531,7 @@ impl Agent {
         &mut self,
         capture: &Capture,
         identity: &dyn PodResolver,
-        out: &mut dyn Write,
+        out: &mut dyn RecordOut,
     ) -> Result<(), AgentError> {
         let now_ns = Clock::boot_ns();
         let counters = capture.counters()?;

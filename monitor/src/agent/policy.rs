@@ -1,7 +1,9 @@
 //! The policy in the agent: evaluating exchanges and flows, redaction before writing,
 //! aggregation windows, and reloading the file when it changes.
 
-use std::{io::Write, path::PathBuf};
+use std::path::PathBuf;
+
+use super::RecordOut;
 
 use super::{Agent, AgentError};
 use crate::{
@@ -64,7 +66,7 @@ impl Agent {
         (time, ns): (&str, u64),
         node: &str,
         flow_id: Option<u64>,
-        out: &mut dyn Write,
+        out: &mut dyn RecordOut,
     ) -> Result<(), AgentError> {
         let Some(engine) = &self.engine else {
             return Ok(());
@@ -88,7 +90,7 @@ impl Agent {
         r: &HttpRecord,
         ns: u64,
         node: &str,
-        out: &mut dyn Write,
+        out: &mut dyn RecordOut,
     ) -> Result<(), AgentError> {
         let Some(engine) = &mut self.engine else {
             return Ok(());
@@ -114,7 +116,7 @@ impl Agent {
         r: &FlowRecord,
         ns: u64,
         node: &str,
-        out: &mut dyn Write,
+        out: &mut dyn RecordOut,
     ) -> Result<(), AgentError> {
         let Some(engine) = &mut self.engine else {
             return Ok(());
@@ -139,7 +141,7 @@ impl Agent {
         &mut self,
         now_ns: u64,
         flush: bool,
-        out: &mut dyn Write,
+        out: &mut dyn RecordOut,
     ) -> Result<(), AgentError> {
         for v in self.aggregator.close_windows(now_ns, flush) {
             self.write(&Record::Violation(Box::new(v)), out)?;
@@ -149,7 +151,7 @@ impl Agent {
 
     /// Reloads the policy file if it changed. A bad file keeps the last good policy, says so
     /// in the log and in a `policy` record, and counts the failure.
-    pub(super) fn reload_policy(&mut self, out: &mut dyn Write) -> Result<(), AgentError> {
+    pub(super) fn reload_policy(&mut self, out: &mut dyn RecordOut) -> Result<(), AgentError> {
         let Some(watch) = &mut self.policy_watch else {
             return Ok(());
         };
@@ -169,7 +171,7 @@ impl Agent {
                 if let Some(e) = &mut self.engine {
                     e.set_policy(p);
                 }
-                PolicyEvent::reloaded(&path, watch.failures)
+                PolicyEvent::reloaded(&self.node, &path, watch.failures)
             }
             Err(errs) => {
                 watch.failures += 1;
@@ -178,7 +180,7 @@ impl Agent {
                     failures = watch.failures,
                     "policy reload failed; keeping the last good policy:\n{errs}"
                 );
-                PolicyEvent::failed(&path, watch.failures, &errs)
+                PolicyEvent::failed(&self.node, &path, watch.failures, &errs)
             }
         };
         let mut event = event;

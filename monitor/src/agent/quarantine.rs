@@ -1,7 +1,9 @@
 //! Quarantine in the agent: which pods the policy quarantines, the kernel's enforce set,
 //! blocked connection attempts turned into violations, and the periodic attestation.
 
-use std::{collections::HashMap, io::Write};
+use std::collections::HashMap;
+
+use super::RecordOut;
 
 use monitor_common::{
     Direction,
@@ -52,7 +54,7 @@ impl Agent {
     pub(super) fn emit_drops(
         &mut self,
         identity: &mut dyn PodResolver,
-        out: &mut dyn Write,
+        out: &mut dyn RecordOut,
     ) -> Result<(), AgentError> {
         let drops = std::mem::take(&mut self.quarantine.drops);
         for d in drops {
@@ -149,7 +151,7 @@ impl Agent {
         &mut self,
         capture: &Capture,
         node: &str,
-        out: &mut dyn Write,
+        out: &mut dyn RecordOut,
     ) -> Result<(), AgentError> {
         if self.quarantine.pods.is_empty() {
             return Ok(());

@@ -4,6 +4,7 @@
 //! - [`store`]: SQLite (WAL) store: dedup by (node, boot, seq), watermarks, retention, queries.
 //! - [`report`]: the forensic figures of `monitor report`, computed from the store.
 
+pub mod metrics;
 pub mod report;
 pub mod store;
 

@@ -1,0 +1,127 @@
+//! `monitor collector`: store writer, sinks, gRPC server, metrics.
+
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cli::CollectorArgs,
+    collector::{metrics::CollectorMetrics, server, sinks, store::StoreOptions},
+    metrics,
+    sink::SinkSpec,
+    tls::{ServerTls, TlsFiles},
+};
+
+/// How long stopping sinks keep delivering what is stored.
+const SINK_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the collector until SIGINT/SIGTERM.
+pub fn run(args: CollectorArgs) -> anyhow::Result<()> {
+    let tls = if args.insecure {
+        tracing::warn!(
+            "INSECURE: --insecure serves plain TCP on {} without client authentication: anyone \
+             who can connect can write records and read every stored record. Never use this \
+             outside a lab.",
+            args.listen
+        );
+        None
+    } else {
+        let dir = args.tls_dir.as_ref().map(|d| TlsFiles::in_dir(d, "collector"));
+        let pick = |explicit: &Option<std::path::PathBuf>, f: Option<std::path::PathBuf>| {
+            explicit.clone().or(f)
+        };
+        let files = match (
+            pick(&args.ca, dir.as_ref().map(|d| d.ca.clone())),
+            pick(&args.cert, dir.as_ref().map(|d| d.cert.clone())),
+            pick(&args.key, dir.as_ref().map(|d| d.key.clone())),
+        ) {
+            (Some(ca), Some(cert), Some(key)) => TlsFiles { ca, cert, key },
+            _ => bail!(
+                "the collector needs its certificate, key and the CA that signs clients: give \
+                 --tls-dir DIR (ca.pem, collector.pem, collector.key; `monitor certs init` makes \
+                 them) or --ca/--cert/--key; --insecure serves without TLS (lab only)"
+            ),
+        };
+        Some(Arc::new(ServerTls::load(files)?))
+    };
+    let sinks = args
+        .sinks
+        .iter()
+        .map(|s| SinkSpec::parse(s).with_context(|| format!("--sink {s:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(dir) = args.store.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the store's directory {}", dir.display()))?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the runtime")?;
+    rt.block_on(async move {
+        let metrics = CollectorMetrics::new();
+        let opts = StoreOptions {
+            retention: Duration::from_secs(args.retention_days.max(1) * 86_400),
+        };
+        let writer = server::Writer::start(args.store.clone(), opts, metrics.clone())
+            .with_context(|| format!("cannot open the store {}", args.store.display()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut sink_threads = Vec::new();
+        for spec in &sinks {
+            let sink = spec.build().with_context(|| format!("cannot start sink {spec:?}"))?;
+            sink_threads.push(
+                sinks::spawn(
+                    sink,
+                    args.store.clone(),
+                    writer.stored.clone(),
+                    metrics.clone(),
+                    stop.clone(),
+                    SINK_GRACE,
+                )
+                .context("cannot start a sink thread")?,
+            );
+        }
+        if let Some(addr) = args.metrics_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            tokio::spawn(metrics::serve(listener, metrics.clone()));
+        }
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(
+            addr = %listener.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string()),
+            store = %args.store.display(),
+            sinks = sinks.len(),
+            mtls = tls.is_some(),
+            "collector listening"
+        );
+        if let Some(f) = &args.ready_file {
+            std::fs::write(f, format!("{}\n", std::process::id()))
+                .with_context(|| format!("cannot write {}", f.display()))?;
+        }
+        let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            }
+        };
+        server::serve(listener, tls, writer, args.store.clone(), metrics, shutdown)
+            .await
+            .context("the gRPC server failed")?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in sink_threads {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,7 @@
+//! The subcommands' edges: turn parsed arguments into running parts, with `anyhow` errors
+//! that say what to do. `main.rs` only parses and dispatches.
+
+pub mod agent;
+pub mod certs;
+pub mod collector;
+pub mod observe;
