@@ -184,11 +184,9 @@ fn label_key(k: &'static str) -> &'static str {
 }
 
 fn rfc3339_ms(v: &Value) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(
-        v.as_str()?,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .ok()?;
+    let t =
+        time::OffsetDateTime::parse(v.as_str()?, &time::format_description::well_known::Rfc3339)
+            .ok()?;
     i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
 }
 
@@ -332,5 +330,59 @@ pub fn event_of(r: &StoredRecord) -> CefEvent {
         name,
         severity,
         extensions: x.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::testdata::{self, BOOT, NODE, stored};
+
+    #[test]
+    fn escaping_of_header_and_extension_values() {
+        assert_eq!(escape_header(r"a|b\c=d"), r"a\|b\\c=d");
+        assert_eq!(escape_header("two\nlines\r"), "two lines ");
+        assert_eq!(escape_value("a|b=c\\d\ne\rf"), r"a|b\=c\\d\ne\rf");
+        let ev = CefEvent {
+            signature: "sig|1".into(),
+            name: r"back\slash".into(),
+            severity: 12,
+            extensions: vec![("msg", "x=1\ny".into()), ("cs1", "p|q".into())],
+        };
+        assert_eq!(
+            ev.render("ven|dor", "monitor", "1.0"),
+            r"CEF:0|ven\|dor|monitor|1.0|sig\|1|back\\slash|10|msg=x\=1\ny cs1=p|q"
+        );
+    }
+
+    #[test]
+    fn violation_with_special_characters_in_its_message() {
+        let r = stored(&testdata::violation_with("a|b=c\\d\ne"), 1, 3);
+        let ev = event_of(&r);
+        assert_eq!(ev.signature, "sensitive-fields");
+        assert_eq!(ev.name, "Sensitive fields in query");
+        assert_eq!(ev.severity, 8);
+        let text = ev.render("acme", "monitor", "0.1.0");
+        assert!(
+            text.starts_with(
+                "CEF:0|acme|monitor|0.1.0|sensitive-fields|Sensitive fields in query|8|"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with(r" msg=a|b\=c\\d\ne"), "{text}");
+        for part in [
+            "rt=1795328572775 ",
+            &format!("externalId={NODE}:{BOOT}:3 "),
+            "src=10.77.0.24 spt=53202 shost=svc-recommendation-engine-04 suser=recommender ",
+            "cs4=vantage cs4Label=srcNamespace ",
+            "dst=10.77.0.10 dpt=80 dhost=svc-user-profile-service-0 ",
+            "cs1=sensitive-fields cs1Label=rule ",
+            "cs3=/etc/monitor/policy.yaml:sensitive_fields[0]:42 cs3Label=policy ",
+            "requestMethod=GET request=/internal/admin/v0/users/lookup?fields\\=ssn_last4,email&state\\=REDACTED ",
+            "cn1=200 cn1Label=httpStatus cnt=1 ",
+        ] {
+            assert!(text.contains(part), "missing `{part}` in {text}");
+        }
+        assert!(!text.contains('\n'), "a CEF event is one line");
     }
 }

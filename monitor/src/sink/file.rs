@@ -146,7 +146,10 @@ impl LineFile {
             self.recover().map_err(|e| (0, e))?;
         }
         let start = match self.resync.take() {
-            Some(k) => records.iter().position(|r| k.matches(r)).map_or(0, |i| i + 1),
+            Some(k) => records
+                .iter()
+                .position(|r| k.matches(r))
+                .map_or(0, |i| i + 1),
             None => 0,
         };
         let res = self.write_from(records, start, render);
@@ -197,7 +200,8 @@ impl LineFile {
             ));
         };
         if !buf.is_empty() {
-            file.write_all(buf).map_err(|e| file_err("write", path, e))?;
+            file.write_all(buf)
+                .map_err(|e| file_err("write", path, e))?;
             self.size += buf.len() as u64;
         }
         if self.opts.fsync && !buf.is_empty() {

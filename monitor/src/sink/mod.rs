@@ -56,6 +56,8 @@ pub mod ndjson;
 pub mod ocsf;
 pub mod spec;
 pub mod syslog;
+#[cfg(test)]
+mod testdata;
 
 use std::{fmt, io, path::PathBuf};
 

@@ -151,7 +151,11 @@ fn copy(to: &mut Map<String, Value>, from: &Value, keys: &[&str]) {
 fn endpoint(e: &Value) -> (Value, Value) {
     let mut o = Map::new();
     put(&mut o, "ip", e.get("ip").cloned().unwrap_or(Value::Null));
-    put(&mut o, "port", e.get("port").cloned().unwrap_or(Value::Null));
+    put(
+        &mut o,
+        "port",
+        e.get("port").cloned().unwrap_or(Value::Null),
+    );
     if let Some(name) = str_of(e, "pod") {
         let key = if str_of(e, "kind") == Some("external") {
             "hostname"
@@ -399,7 +403,11 @@ fn violation(r: &StoredRecord, v: &Value, vendor: &str) -> Map<String, Value> {
     info.insert("analytic".into(), analytic);
     e.insert("finding_info".into(), Value::Object(info));
     e.insert("message".into(), json!(message));
-    put(&mut e, "count", v.get("count").cloned().unwrap_or(Value::Null));
+    put(
+        &mut e,
+        "count",
+        v.get("count").cloned().unwrap_or(Value::Null),
+    );
     e.insert("status_id".into(), json!(1));
     e.insert("status".into(), json!("New"));
     put(
@@ -418,7 +426,11 @@ fn violation(r: &StoredRecord, v: &Value, vendor: &str) -> Map<String, Value> {
     evidence.insert("connection_info".into(), tcp());
     if let Some(h) = v.get("http") {
         let mut url = Map::new();
-        put(&mut url, "path", h.get("path").cloned().unwrap_or(Value::Null));
+        put(
+            &mut url,
+            "path",
+            h.get("path").cloned().unwrap_or(Value::Null),
+        );
         put(
             &mut url,
             "query_string",
@@ -486,7 +498,11 @@ fn http(r: &StoredRecord, v: &Value, vendor: &str) -> Map<String, Value> {
             url.insert("url_string".into(), json!(format!("http://{host}{target}")));
         }
     }
-    put(&mut url, "path", h.get("path").cloned().unwrap_or(Value::Null));
+    put(
+        &mut url,
+        "path",
+        h.get("path").cloned().unwrap_or(Value::Null),
+    );
     put(
         &mut url,
         "query_string",
@@ -526,7 +542,11 @@ fn http(r: &StoredRecord, v: &Value, vendor: &str) -> Map<String, Value> {
     e.insert("connection_info".into(), tcp());
     e.insert("observables".into(), observables(&src, &dst));
     let mut u = unmapped_base(r);
-    copy(&mut u, v, &["observer", "flow_id", "completion", "latency_ms"]);
+    copy(
+        &mut u,
+        v,
+        &["observer", "flow_id", "completion", "latency_ms"],
+    );
     copy(
         &mut u,
         h,
@@ -578,7 +598,13 @@ fn flow(r: &StoredRecord, v: &Value, vendor: &str) -> Map<String, Value> {
     copy(
         &mut u,
         v,
-        &["observer", "flow_id", "close", "http_exchanges", "transport"],
+        &[
+            "observer",
+            "flow_id",
+            "close",
+            "http_exchanges",
+            "transport",
+        ],
     );
     u.insert("source".into(), src_rest);
     u.insert("destination".into(), dst_rest);
@@ -633,7 +659,11 @@ fn other(r: &StoredRecord, v: &Value, vendor: &str) -> Map<String, Value> {
     let mut e = envelope(r, v, vendor, &BASE_EVENT, (99, &r.kind), severity);
     e.insert("message".into(), json!(message));
     if r.kind == "loss" {
-        put(&mut e, "count", v.get("count").cloned().unwrap_or(Value::Null));
+        put(
+            &mut e,
+            "count",
+            v.get("count").cloned().unwrap_or(Value::Null),
+        );
         put(
             &mut e,
             "start_time",
@@ -649,4 +679,229 @@ fn other(r: &StoredRecord, v: &Value, vendor: &str) -> Map<String, Value> {
     }
     e.insert("unmapped".into(), Value::Object(u));
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        policy::violation::Violation,
+        record::Record,
+        sink::testdata::{self, BOOT, NODE, stored},
+    };
+
+    const T0_MS: i64 = 1_795_328_572_775;
+
+    fn uid(seq: u64) -> String {
+        format!("{NODE}:{BOOT}:{seq}")
+    }
+
+    fn common(e: &Value, seq: u64) {
+        assert_eq!(e["metadata"]["version"], "1.3.0");
+        assert_eq!(e["metadata"]["product"]["name"], "monitor");
+        assert_eq!(e["metadata"]["product"]["vendor_name"], "acme");
+        assert_eq!(e["metadata"]["uid"], uid(seq));
+        assert_eq!(e["metadata"]["original_time"], testdata::T0);
+        assert_eq!(e["metadata"]["sequence"], seq);
+        assert_eq!(e["time"], T0_MS);
+        assert_eq!(e["device"]["hostname"], NODE);
+        let class = e["class_uid"].as_u64().unwrap();
+        let activity = e["activity_id"].as_u64().unwrap();
+        assert_eq!(e["type_uid"], class * 100 + activity);
+    }
+
+    fn endpoints_of(e: &Value) {
+        assert_eq!(
+            e["src_endpoint"],
+            json!({"ip": "10.77.0.24", "port": 53202, "name": "svc-recommendation-engine-04",
+                   "svc_name": "svc-recommendation-engine"})
+        );
+        assert_eq!(
+            e["dst_endpoint"],
+            json!({"ip": "10.77.0.10", "port": 80, "name": "svc-user-profile-service-0",
+                   "svc_name": "svc-user-profile-service"})
+        );
+    }
+
+    #[test]
+    fn violation_is_a_detection_finding() {
+        let r = stored(&testdata::violation(), 7, 41);
+        assert_eq!(r.time_ns, testdata::T0_NS);
+        let e = to_ocsf(&r, "acme");
+        common(&e, 41);
+        assert_eq!(e["class_uid"], 2004);
+        assert_eq!(e["category_uid"], 2);
+        assert_eq!(e["activity_id"], 1);
+        assert_eq!(e["type_uid"], 200401);
+        assert_eq!(e["severity_id"], 4);
+        assert_eq!(e["severity"], "High");
+        assert_eq!(e["count"], 1);
+        assert_eq!(e["start_time"], T0_MS);
+        assert_eq!(e["end_time"], T0_MS);
+        assert!(e["message"].as_str().unwrap().contains("sensitive fields"));
+        let fi = &e["finding_info"];
+        assert_eq!(
+            fi["uid"],
+            format!(
+                "{NODE}:sensitive-fields:vantage/svc-recommendation-engine-04:\
+                 GET /internal/admin/v0/users/lookup:{}",
+                testdata::T0
+            )
+        );
+        assert_eq!(fi["title"], "Sensitive fields in query");
+        assert_eq!(fi["desc"], e["message"]);
+        assert_eq!(fi["types"], json!(["sensitive-fields"]));
+        assert_eq!(fi["first_seen_time"], T0_MS);
+        assert_eq!(fi["last_seen_time"], T0_MS);
+        assert_eq!(
+            fi["analytic"]["uid"],
+            "/etc/monitor/policy.yaml:sensitive_fields[0]"
+        );
+        let ev = &e["evidences"][0];
+        endpoints_of(ev);
+        assert_eq!(ev["connection_info"]["protocol_name"], "tcp");
+        assert_eq!(
+            ev["url"],
+            json!({"path": "/internal/admin/v0/users/lookup",
+                   "query_string": "fields=ssn_last4,email&state=REDACTED"})
+        );
+        let u = &e["unmapped"];
+        assert_eq!(u["rule"], "sensitive-fields");
+        assert_eq!(u["http"]["method"], "GET");
+        assert_eq!(u["http"]["status"], 200);
+        assert_eq!(u["source"]["namespace"], "vantage");
+        assert_eq!(u["source"]["service_account"], "recommender");
+        assert_eq!(u["destination"]["kind"], "pod");
+        assert_eq!(
+            e["observables"][0],
+            json!({"name": "src_endpoint.ip", "type_id": 2, "type": "IP Address",
+                   "value": "10.77.0.24"})
+        );
+    }
+
+    #[test]
+    fn aggregated_violation_updates_the_same_finding() {
+        let Record::Violation(first) = testdata::violation() else {
+            unreachable!()
+        };
+        let mut summary: Violation = (*first).clone();
+        summary.aggregated = true;
+        summary.count = 12;
+        summary.last_seen = "2026-11-22T06:23:10.5Z".into();
+        summary.time = summary.last_seen.clone();
+        let a = to_ocsf(&stored(&Record::Violation(first), 1, 1), "acme");
+        let b = to_ocsf(&stored(&Record::Violation(Box::new(summary)), 2, 2), "acme");
+        assert_eq!(
+            (b["activity_id"].clone(), b["type_uid"].clone()),
+            (json!(2), json!(200402))
+        );
+        assert_eq!(b["count"], 12);
+        assert_eq!(b["finding_info"]["uid"], a["finding_info"]["uid"]);
+        assert_eq!(b["finding_info"]["last_seen_time"], 1_795_328_590_500_i64);
+        assert_eq!(b["time"], 1_795_328_590_500_i64);
+    }
+
+    #[test]
+    fn http_is_http_activity() {
+        let e = to_ocsf(&stored(&testdata::http(), 1, 5), "acme");
+        common(&e, 5);
+        assert_eq!(e["class_uid"], 4002);
+        assert_eq!(e["category_uid"], 4);
+        assert_eq!(e["activity_id"], 3);
+        assert_eq!(e["activity_name"], "Get");
+        assert_eq!(e["type_uid"], 400203);
+        assert_eq!(e["severity_id"], 1);
+        endpoints_of(&e);
+        assert_eq!(
+            e["http_request"],
+            json!({
+                "http_method": "GET",
+                "version": "1.1",
+                "url": {
+                    "hostname": "10.77.0.10",
+                    "path": "/internal/admin/v0/users/lookup",
+                    "query_string": "fields=ssn_last4,email&state=CA",
+                    "scheme": "http",
+                    "url_string": "http://10.77.0.10/internal/admin/v0/users/lookup?fields=ssn_last4,email&state=CA"
+                }
+            })
+        );
+        assert_eq!(
+            e["http_response"],
+            json!({"code": 200, "length": 9850, "latency": 0})
+        );
+        assert_eq!(
+            e["metadata"]["correlation_uid"],
+            format!("{NODE}:flow:8812")
+        );
+        assert_eq!(e["unmapped"]["completion"], "complete");
+        assert_eq!(e["unmapped"]["response_body_bytes"], 9612);
+        assert_eq!(e["unmapped"]["latency_ms"], 0.41);
+    }
+
+    #[test]
+    fn flow_is_network_activity() {
+        let e = to_ocsf(&stored(&testdata::flow(), 1, 6), "acme");
+        common(&e, 6);
+        assert_eq!(e["class_uid"], 4001);
+        assert_eq!(e["activity_id"], 2);
+        assert_eq!(e["type_uid"], 400102);
+        endpoints_of(&e);
+        assert_eq!(
+            e["traffic"],
+            json!({"bytes_out": 512, "bytes_in": 10402, "packets_out": 6, "packets_in": 9,
+                   "bytes": 10914, "packets": 15})
+        );
+        assert_eq!(
+            e["connection_info"],
+            json!({"protocol_name": "tcp", "protocol_num": 6})
+        );
+        assert_eq!(e["start_time"], T0_MS);
+        assert_eq!(e["end_time"], 1_795_328_573_001_i64);
+        assert_eq!(e["unmapped"]["close"], "fin");
+    }
+
+    #[test]
+    fn other_kinds_are_base_events_with_the_record_unmapped() {
+        let e = to_ocsf(&stored(&testdata::loss(), 1, 9), "acme");
+        common(&e, 9);
+        assert_eq!(
+            (e["class_uid"].clone(), e["type_uid"].clone()),
+            (json!(0), json!(99))
+        );
+        assert_eq!(e["activity_name"], "loss");
+        assert_eq!(e["severity_id"], 3);
+        assert_eq!(e["count"], 17);
+        assert_eq!(e["start_time"], 1_795_328_571_775_i64);
+        assert_eq!(e["unmapped"]["reason"], "ringbuf-full");
+        assert_eq!(e["unmapped"]["boot_id"], BOOT);
+    }
+
+    #[test]
+    fn invalid_json_is_kept_as_raw_data() {
+        let mut r = stored(&testdata::loss(), 1, 9);
+        r.json = "{not json".into();
+        let e = to_ocsf(&r, "acme");
+        assert_eq!(e["class_uid"], 0);
+        assert_eq!(e["raw_data"], "{not json");
+        assert_eq!(e["metadata"]["uid"], uid(9));
+    }
+
+    #[test]
+    fn file_output_reads_its_uid_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ocsf.ndjson");
+        let mut sink = OcsfSink::file(FileOptions::new(&path), "acme").unwrap();
+        sink.write(&testdata::batch(1, 5)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 5);
+        for (line, seq) in text.lines().zip(1..) {
+            let e: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(e["metadata"]["uid"], uid(seq));
+        }
+        let key = sink.last_delivered().unwrap().unwrap();
+        assert_eq!(key.to_string(), uid(5));
+    }
 }

@@ -63,7 +63,10 @@ fn parse_size(v: &str) -> Option<u64> {
         (i, 'G' | 'g') => (&v[..i], 1 << 30),
         _ => (v, 1),
     };
-    num.parse::<u64>().ok()?.checked_mul(mult).filter(|n| *n > 0)
+    num.parse::<u64>()
+        .ok()?
+        .checked_mul(mult)
+        .filter(|n| *n > 0)
 }
 
 fn parse_duration(v: &str) -> Option<Duration> {
@@ -91,7 +94,9 @@ impl SinkSpec {
             problem,
         };
         let Some((ty, rest)) = spec.split_once(':') else {
-            return Err(err("expected TYPE:OPTIONS (TYPE is ndjson, ocsf or syslog)".into()));
+            return Err(err(
+                "expected TYPE:OPTIONS (TYPE is ndjson, ocsf or syslog)".into(),
+            ));
         };
         let mut opts: Vec<(&str, Option<&str>)> = Vec::new();
         for part in rest.split(',') {
@@ -139,9 +144,10 @@ impl SinkSpec {
                         }
                         ("fsync", v) => {
                             let s = value(k, v)?;
-                            fsync = Some(parse_bool(&s).ok_or_else(|| {
-                                err(format!("fsync `{s}` is not on or off"))
-                            })?);
+                            fsync = Some(
+                                parse_bool(&s)
+                                    .ok_or_else(|| err(format!("fsync `{s}` is not on or off")))?,
+                            );
                         }
                         ("vendor", v) if ty == "ocsf" => vendor = value(k, v)?,
                         (k, _) => {
@@ -281,5 +287,138 @@ impl std::str::FromStr for SinkSpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(spec: &str) -> String {
+        let e = SinkSpec::parse(spec).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.contains(spec),
+            "error does not show the spec: {shown}"
+        );
+        assert!(
+            shown.contains("valid forms:"),
+            "error does not show the forms: {shown}"
+        );
+        e.problem
+    }
+
+    #[test]
+    fn valid_forms() {
+        assert_eq!(
+            SinkSpec::parse("ndjson:stdout").unwrap(),
+            SinkSpec::Ndjson(OutputSpec::Stdout)
+        );
+        let mut f = FileOptions::new("/var/log/m.ndjson");
+        f.max_bytes = Some(100 << 20);
+        f.keep = 3;
+        f.fsync = false;
+        assert_eq!(
+            SinkSpec::parse("ndjson:file=/var/log/m.ndjson,max-bytes=100M,keep=3,fsync=off")
+                .unwrap(),
+            SinkSpec::Ndjson(OutputSpec::File(f))
+        );
+        assert_eq!(
+            SinkSpec::parse("ocsf:file=/x.json,vendor=Acme").unwrap(),
+            SinkSpec::Ocsf {
+                output: OutputSpec::File(FileOptions::new("/x.json")),
+                vendor: "Acme".into()
+            }
+        );
+        assert_eq!(
+            SinkSpec::parse("ocsf:stdout").unwrap(),
+            SinkSpec::Ocsf {
+                output: OutputSpec::Stdout,
+                vendor: DEFAULT_VENDOR.into()
+            }
+        );
+        let SinkSpec::Syslog(s) = SinkSpec::parse(
+            "syslog:tls=siem.example.com:6514,ca=ca.pem,cert=c.pem,key=k.pem,\
+             server-name=siem,kinds=violation+loss+quarantine,facility=local7,timeout=500ms",
+        )
+        .unwrap() else {
+            panic!("not syslog")
+        };
+        assert_eq!(s.addr, "siem.example.com:6514");
+        assert_eq!(s.ca, PathBuf::from("ca.pem"));
+        assert_eq!(s.client, Some(("c.pem".into(), "k.pem".into())));
+        assert_eq!(s.server_name.as_deref(), Some("siem"));
+        assert_eq!(s.kinds, ["violation", "loss", "quarantine"]);
+        assert_eq!(s.facility, 23);
+        assert_eq!(s.timeout, Duration::from_millis(500));
+        let SinkSpec::Syslog(d) = SinkSpec::parse("syslog:tls=h:6514,ca=ca.pem").unwrap() else {
+            panic!("not syslog")
+        };
+        assert_eq!(
+            (d.kinds.as_slice(), d.facility),
+            (&["violation".to_owned(), "loss".to_owned()][..], 20)
+        );
+        let SinkSpec::Syslog(all) = SinkSpec::parse("syslog:tls=h:1,ca=c,kinds=all").unwrap()
+        else {
+            panic!("not syslog")
+        };
+        assert_eq!(all.kinds.len(), KINDS.len());
+    }
+
+    #[test]
+    fn errors_name_the_bad_part() {
+        assert!(problem("ndjson").contains("TYPE:OPTIONS"));
+        assert!(problem("kafka:broker=x").contains("unknown sink type `kafka`"));
+        assert!(problem("ndjson:").contains("empty option"));
+        assert!(problem("ndjson:file=").contains("`file` needs a value"));
+        assert!(problem("ndjson:stdout,max-bytes=1M").contains("file=PATH only"));
+        assert!(problem("ndjson:stdout,file=/x").contains("not both"));
+        assert!(problem("ndjson:file=/x,max-bytes=lots").contains("max-bytes `lots`"));
+        assert!(problem("ocsf:file=/x,keep=many").contains("keep `many`"));
+        assert!(problem("ndjson:file=/x,fsync=maybe").contains("fsync `maybe`"));
+        assert!(problem("ndjson:file=/x,vendor=a").contains("unknown option `vendor` for ndjson"));
+        assert!(problem("ndjson:file=/x,keep=1,keep=2").contains("`keep` given twice"));
+        assert!(problem("syslog:tls=siem,ca=c").contains("tls `siem` is not HOST:PORT"));
+        assert!(problem("syslog:ca=c").contains("needs tls=HOST:PORT"));
+        assert!(problem("syslog:tls=h:1").contains("needs ca=PEM"));
+        assert!(problem("syslog:tls=h:1,ca=c,cert=x").contains("go together"));
+        assert!(
+            problem("syslog:tls=h:1,ca=c,kinds=violation+bogus").contains("unknown kind `bogus`")
+        );
+        assert!(
+            problem("syslog:tls=h:1,ca=c,facility=local9").contains("unknown facility `local9`")
+        );
+        assert!(problem("syslog:tls=h:1,ca=c,timeout=soon").contains("timeout `soon`"));
+        assert!(problem("syslog:tls=h:1,ca=c,port=1").contains("unknown option `port` for syslog"));
+    }
+
+    #[test]
+    fn build_opens_files_and_loads_tls_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.ndjson");
+        let sink = SinkSpec::parse(&format!("ndjson:file={}", path.display()))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(sink.name(), format!("ndjson:{}", path.display()));
+        assert!(path.exists());
+        let err = SinkSpec::parse("ndjson:file=/nonexistent-dir/r.ndjson")
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert!(
+            err.kind.to_string().contains("/nonexistent-dir/r.ndjson"),
+            "{}",
+            err.kind
+        );
+        let err = SinkSpec::parse(&format!("syslog:tls=127.0.0.1:1,ca={}", path.display()))
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert!(
+            err.kind.to_string().contains("no PEM CERTIFICATE"),
+            "{}",
+            err.kind
+        );
     }
 }

@@ -120,7 +120,10 @@ fn tls_file(what: &'static str, path: &Path, reason: impl ToString) -> SinkError
     }
 }
 
-fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, SinkErrorKind> {
+fn load_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, SinkErrorKind> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| tls_file(what, path, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -135,9 +138,7 @@ fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
 pub fn tls_config(cfg: &SyslogConfig) -> Result<ClientConfig, SinkErrorKind> {
     let mut roots = RootCertStore::empty();
     for c in load_certs("CA file", &cfg.ca)? {
-        roots
-            .add(c)
-            .map_err(|e| tls_file("CA file", &cfg.ca, e))?;
+        roots.add(c).map_err(|e| tls_file("CA file", &cfg.ca, e))?;
     }
     let builder =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -346,7 +347,10 @@ fn timestamp(time_ns: i64) -> String {
 }
 
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG` (RFC 5424, no structured data).
-#[expect(clippy::too_many_arguments, reason = "one argument per RFC 5424 header field")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per RFC 5424 header field"
+)]
 pub fn rfc5424(
     facility: u8,
     severity: u8,
@@ -373,4 +377,87 @@ pub fn octet_frame(msg: &str) -> Vec<u8> {
     let mut out = format!("{} ", msg.len()).into_bytes();
     out.extend_from_slice(msg.as_bytes());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::testdata::{self, BOOT, stored};
+
+    #[test]
+    fn octet_counting_counts_bytes() {
+        assert_eq!(
+            octet_frame("<13>1 - - - - - - hi"),
+            b"20 <13>1 - - - - - - hi"
+        );
+        assert_eq!(octet_frame("é"), "2 é".as_bytes());
+    }
+
+    #[test]
+    fn loss_record_frame_is_byte_exact() {
+        let r = stored(&testdata::loss(), 1, 9);
+        let ev = cef::event_of(&r);
+        let msg = rfc5424(
+            DEFAULT_FACILITY,
+            syslog_severity(ev.severity),
+            r.time_ns,
+            &r.node,
+            APP_NAME,
+            "4242",
+            &r.kind,
+            &ev.render("acme", APP_NAME, "0.1.0"),
+        );
+        let expected = format!(
+            "<164>1 2026-11-22T06:22:52.775828Z vantage-node-1 monitor 4242 loss - \
+             CEF:0|acme|monitor|0.1.0|loss|Records lost: ringbuf-full|5|rt=1795328572775 \
+             externalId=vantage-node-1:{BOOT}:9 dvchost=vantage-node-1 cat=loss \
+             cs1=ringbuf-full cs1Label=reason cs2=kernel cs2Label=stage cnt=17 \
+             start=1795328571775 end=1795328572775 msg=17 lost at stage kernel (ringbuf-full)"
+        );
+        assert_eq!(msg, expected);
+        let framed = octet_frame(&msg);
+        let prefix = format!("{} ", expected.len());
+        assert_eq!(&framed[..prefix.len()], prefix.as_bytes());
+        assert_eq!(&framed[prefix.len()..], expected.as_bytes());
+    }
+
+    #[test]
+    fn header_fields_are_printable_and_bounded() {
+        let m = rfc5424(16, 7, 0, "node with space", "", "1", &"k".repeat(40), "x");
+        assert_eq!(
+            m,
+            format!(
+                "<135>1 1970-01-01T00:00:00.000000Z node_with_space - 1 {} - x",
+                "k".repeat(32)
+            )
+        );
+        assert_eq!(syslog_severity(10), 2);
+        assert_eq!(syslog_severity(8), 3);
+        assert_eq!(syslog_severity(5), 4);
+        assert_eq!(syslog_severity(3), 5);
+        assert_eq!(syslog_severity(1), 6);
+    }
+
+    #[test]
+    fn bad_tls_files_fail_when_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate\n").unwrap();
+        let err = SyslogSink::new(SyslogConfig::new("127.0.0.1:6514", &ca)).unwrap_err();
+        let text = err.kind.to_string();
+        assert!(
+            text.contains("CA file") && text.contains("ca.pem"),
+            "{text}"
+        );
+        let missing = SyslogSink::new(SyslogConfig::new(
+            "127.0.0.1:6514",
+            dir.path().join("no.pem"),
+        ))
+        .unwrap_err();
+        assert!(
+            missing.kind.to_string().contains("no.pem"),
+            "{}",
+            missing.kind
+        );
+    }
 }
