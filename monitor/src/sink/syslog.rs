@@ -285,7 +285,7 @@ impl Sink for SyslogSink {
             self.conn = None;
         }
         for (i, r) in records.iter().enumerate() {
-            if !self.cfg.kinds.iter().any(|k| *k == r.kind) {
+            if !self.cfg.kinds.contains(&r.kind) {
                 continue;
             }
             let frame = self.frame(r);
