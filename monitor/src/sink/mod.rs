@@ -47,7 +47,7 @@
 //! Syslog is at least once: TCP gives no receipt, so records written just before a connection
 //! broke may be lost or, after a reconnect, sent again.
 //!
-//! Modules: [`spec`] (parsing and building specs), [`file`] (line files with rotation and
+//! Modules: [`spec`] (parsing and building specs), [`file`](mod@file) (line files with rotation and
 //! recovery), [`ndjson`], [`ocsf`], [`cef`] (CEF events), [`syslog`] (RFC 5424 over TLS).
 
 pub mod cef;
