@@ -182,6 +182,67 @@ pub(super) fn announced_len(b: &[u8]) -> Option<usize> {
     (b.len() >= FRAME_PREFIX).then(|| FRAME_PREFIX + u32_at(b, 0) as usize)
 }
 
+/// What a full read of a segment file found.
+#[derive(Debug, Default)]
+pub(super) struct Scan {
+    /// End of the last good frame.
+    pub good_end: usize,
+    pub records: u64,
+    pub last_seq: u64,
+    pub min_time: i64,
+    pub max_time: i64,
+    /// The bad frame's offset and what is wrong, unless the file ended cleanly.
+    pub bad: Option<(usize, &'static str)>,
+    /// The file ends inside a frame (at `good_end`).
+    pub incomplete: bool,
+}
+
+/// Reads the frames of `data` from `start`, calling `each` on every good one.
+pub(super) fn scan_frames(
+    data: &[u8],
+    start: usize,
+    first_seq: u64,
+    mut each: impl FnMut(&Frame<'_>),
+) -> Scan {
+    let mut s = Scan {
+        good_end: start,
+        ..Scan::default()
+    };
+    let mut prev = first_seq.saturating_sub(1);
+    let mut at = start;
+    while at < data.len() {
+        match parse_frame(&data[at..]) {
+            Parsed::Ok(f, n) => {
+                if f.seq <= prev {
+                    s.bad = Some((at, "seq out of order"));
+                    break;
+                }
+                prev = f.seq;
+                each(&f);
+                if s.records == 0 {
+                    s.min_time = f.time_ns;
+                    s.max_time = f.time_ns;
+                }
+                s.records += 1;
+                s.last_seq = f.seq;
+                s.min_time = s.min_time.min(f.time_ns);
+                s.max_time = s.max_time.max(f.time_ns);
+                at += n;
+                s.good_end = at;
+            }
+            Parsed::Incomplete => {
+                s.incomplete = true;
+                break;
+            }
+            Parsed::Bad(why) => {
+                s.bad = Some((at, why));
+                break;
+            }
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::{
 
 use proptest::prelude::*;
 
-use super::*;
+use super::{format::Parsed, *};
 
 fn opts(max_bytes: u64, segment_bytes: u64) -> SpoolOptions {
     SpoolOptions {
@@ -368,6 +368,55 @@ fn torn_last_frame_is_cut_off() {
     sp.flush().unwrap();
     let mut want = seqs("a", 1..=10);
     want.push(("b".into(), 1));
+    assert_eq!(drain(&mut sp), want);
+}
+
+#[test]
+fn zero_filled_tail_is_a_torn_write() {
+    // After a crash the file system may show the file extended with zeros.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sp, _) = open(dir.path(), opts(1 << 20, 1 << 20));
+    sp.begin_boot("a").unwrap();
+    append_n(&mut sp, "a", 1..=5, 100);
+    sp.flush().unwrap();
+    sp.crash();
+    let file = segment_files(dir.path()).pop().unwrap();
+    let mut data = fs::read(&file).unwrap();
+    data.extend_from_slice(&[0; 4096]);
+    fs::write(&file, &data).unwrap();
+    let (mut sp, rep) = open(dir.path(), opts(1 << 20, 1 << 20));
+    assert_eq!((rep.torn_bytes, rep.corrupt.len()), (4096, 0));
+    assert_eq!(drain(&mut sp), seqs("a", 1..=5));
+}
+
+#[test]
+fn unreadable_segment_header_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut sp, _) = open(dir.path(), opts(1 << 20, 2048));
+        sp.begin_boot("a").unwrap();
+        append_n(&mut sp, "a", 1..=40, 150);
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 4);
+    let before_last = frames_of(&files[0]).last().unwrap().1;
+    let after_first = frames_of(&files[2])[0].1;
+    flip(&files[1], 10);
+    let (mut sp, rep) = open(dir.path(), opts(1 << 20, 2048));
+    assert_eq!(rep.corrupt.len(), 1, "{rep:?}");
+    let l = &rep.corrupt[0];
+    assert_eq!(
+        (l.reason, l.first_seq, l.last_seq, l.count),
+        (
+            LostReason::Corrupt,
+            before_last + 1,
+            after_first - 1,
+            after_first - 1 - before_last
+        )
+    );
+    assert!(!files[1].exists());
+    let mut want = seqs("a", 1..=before_last);
+    want.extend(seqs("a", after_first..=40));
     assert_eq!(drain(&mut sp), want);
 }
 
