@@ -1,1 +1,0 @@
-//! The on-disk spool (placeholder: being written).
