@@ -240,13 +240,13 @@ fn query_figures(
         .map(|(key, count)| proto::Bucket { key, count })
         .collect();
     // Stable sorts over key-ordered maps: most first, ties in key (then value) order.
-    keys.sort_by(|a, b| b.count.cmp(&a.count));
+    keys.sort_by_key(|b| std::cmp::Reverse(b.count));
     keys.truncate(top);
     let mut values: Vec<proto::FilterValue> = values
         .into_iter()
         .map(|((key, value), count)| proto::FilterValue { key, value, count })
         .collect();
-    values.sort_by(|a, b| b.count.cmp(&a.count));
+    values.sort_by_key(|v| std::cmp::Reverse(v.count));
     values.truncate(top);
     Ok((keys, values))
 }
@@ -261,9 +261,13 @@ pub fn report(
         n => usize::try_from(n).unwrap_or(usize::MAX),
     };
     let time = time_filter(req);
-    let http = Filter::default().and("kind = 'http'", []).and_filter(&time);
+    // `+kind`: never the kind index (it would read every record of the kind in the range); the
+    // subject's own index (path, source pod, rule) narrows far more.
+    let http = Filter::default()
+        .and("+kind = 'http'", [])
+        .and_filter(&time);
     let violations = Filter::default()
-        .and("kind = 'violation'", [])
+        .and("+kind = 'violation'", [])
         .and_filter(&time);
     let (subject, matched, weight, rule_scope) = match &req.subject {
         None => return Err(StoreError::NoSubject),
@@ -435,8 +439,10 @@ fn other_routes(
     if services.is_empty() {
         return Ok(Vec::new());
     }
-    let mut any = Filter::default();
-    any.sql = vec!["(dst_svc = ? AND dst_ns IS ?)"; services.len()].join(" OR ");
+    let mut any = Filter {
+        sql: vec!["(dst_svc = ? AND dst_ns IS ?)"; services.len()].join(" OR "),
+        args: Vec::new(),
+    };
     for (svc, ns) in services {
         any.args.push(Value::Text(svc));
         any.args.push(ns.map_or(Value::Null, Value::Text));

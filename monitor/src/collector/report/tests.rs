@@ -387,7 +387,7 @@ fn path_report_exact_figures() {
     all.since_unix_nano = 0;
     all.until_unix_nano = 0;
     all.top = 1;
-    let r = report(&store.as_reader(), &all).unwrap();
+    let r = report(store.as_reader(), &all).unwrap();
     assert_eq!(r.requests, 8);
     assert_eq!(r.by_day.len(), 4);
     assert_eq!(r.by_source, b(&[(R04, 6)]));
