@@ -104,7 +104,7 @@ fn record(rng: &mut Rng, seq: u64, time_ns: i64) -> proto::Record {
         (
             "violation",
             format!(
-                r#"{{"seq":{seq},"boot_id":"7f3c2a9e-5b1d-4c8e-9a60-2f4b8d1e0c77","kind":"violation","time":"{time}","node":"vantage-node-{}","rule":"{rule}","severity":"high","source":{src},"destination":{dst},"http":{{"method":"GET","path":"{path}","normalized_path":"{path}","query":"{query}","query_keys":[],"status":{status},"request_body_bytes":0,"response_body_bytes":{body}}},"route":"{path}","policy":{{"file":"/etc/monitor/policy.yaml","rule":"protected_prefixes[0]","line":12}},"message":"GET {path} is not documented for {svc}","count":{},"aggregated":false,"first_seen":"{time}","last_seen":"{time}"}}"#,
+                r#"{{"seq":{seq},"boot_id":"7f3c2a9e5b1d","kind":"violation","time":"{time}","node":"vantage-node-{}","rule":"{rule}","severity":"high","source":{src},"destination":{dst},"http":{{"method":"GET","path":"{path}","normalized_path":"{path}","query":"{query}","query_keys":[],"status":{status},"request_body_bytes":0,"response_body_bytes":{body}}},"route":"{path}","policy":{{"file":"/etc/monitor/policy.yaml","rule":"protected_prefixes[0]","line":12}},"message":"GET {path} is not documented for {svc}","count":{},"aggregated":false,"first_seen":"{time}","last_seen":"{time}"}}"#,
                 seq % 3,
                 1 + rng.pick(5),
             ),
@@ -113,7 +113,7 @@ fn record(rng: &mut Rng, seq: u64, time_ns: i64) -> proto::Record {
         (
             "http",
             format!(
-                r#"{{"seq":{seq},"boot_id":"7f3c2a9e-5b1d-4c8e-9a60-2f4b8d1e0c77","kind":"http","time":"{time}","node":"vantage-node-{}","observer":"client","flow_id":{},"source":{src},"destination":{dst},"http":{{"method":"GET","target":"{target}","path":"{path}","query":"{query}","host":"{svc}.vantage.svc.cluster.local","version":"1.1","status":{status},"request_body_bytes":0,"response_bytes":{},"response_body_bytes":{body}}},"latency_ms":{}.{:02},"completion":"complete"}}"#,
+                r#"{{"seq":{seq},"boot_id":"7f3c2a9e5b1d","kind":"http","time":"{time}","node":"vantage-node-{}","observer":"client","flow_id":{},"source":{src},"destination":{dst},"http":{{"method":"GET","target":"{target}","path":"{path}","query":"{query}","host":"10.77.0.10","version":"1.1","status":{status},"request_body_bytes":0,"response_bytes":{},"response_body_bytes":{body}}},"latency_ms":{}.{:02},"completion":"complete"}}"#,
                 seq % 3,
                 rng.next() % 1_000_000,
                 body + 238,
@@ -237,10 +237,33 @@ fn reports(dir: &Path, total: usize) {
     }
 }
 
+/// What one fsync costs on this disk (a WAL commit with `synchronous=FULL` makes at least one).
+fn fsync_cost(dir: &Path) {
+    use std::io::Write as _;
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    let block = vec![7u8; 200 * 1024];
+    let mut lat = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        f.write_all(&block).unwrap_or_else(|e| panic!("{e}"));
+        f.sync_data().unwrap_or_else(|e| panic!("{e}"));
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "disk: append 200 KB + fdatasync p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+    let _ = std::fs::remove_file(path);
+}
+
 fn main() {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let dir = tempfile::tempdir_in(base).unwrap_or_else(|e| panic!("{e}"));
     println!("store: {}", dir.path().display());
+    fsync_cost(dir.path());
     ingest(dir.path(), "ingest, no duplicates", 100_000, 0.0);
     ingest(dir.path(), "ingest, 10% duplicates", 100_000, 0.1);
     reports(dir.path(), 200_000);
