@@ -14,6 +14,10 @@
 //! compare the pod's figures with). Violations by rule: for a path, violations with that
 //! `http.path`; for a pod, violations whose source is that pod; for a rule, that rule.
 //!
+//! `top` (default 20) cuts by_source, by_destination, query_keys, filter_values and other
+//! routes; by_day, by_status, hours_of_day and by_rule are always complete. Ties are listed in
+//! key order. Filter values are percent-decoded for display.
+//!
 //! Grouping and counting run in SQL; query strings are parsed here, once per distinct query.
 
 use std::{
