@@ -229,7 +229,11 @@ pub struct CollectorArgs {
     pub insecure: bool,
 
     /// The store (SQLite database file; created if missing).
-    #[arg(long, value_name = "FILE", default_value = "/var/lib/monitor/collector.db")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/lib/monitor/collector.db"
+    )]
     pub store: PathBuf,
 
     /// Delete records older than this many days.

@@ -53,7 +53,8 @@ pub fn tls_files(args: &ClientTlsArgs, name: &str) -> Result<Option<TlsFiles>, C
         return Ok(None);
     }
     let from_dir = args.tls_dir.as_ref().map(|d| TlsFiles::in_dir(d, name));
-    let pick = |explicit: &Option<PathBuf>, dir: Option<&PathBuf>| explicit.clone().or(dir.cloned());
+    let pick =
+        |explicit: &Option<PathBuf>, dir: Option<&PathBuf>| explicit.clone().or(dir.cloned());
     let ca = pick(&args.ca, from_dir.as_ref().map(|f| &f.ca));
     let cert = pick(&args.cert, from_dir.as_ref().map(|f| &f.cert));
     let key = pick(&args.key, from_dir.as_ref().map(|f| &f.key));
@@ -145,9 +146,7 @@ pub fn parse_when(arg: &'static str, value: &str, now_ns: i64) -> Result<i64, Cl
     {
         return i64::try_from(t.unix_timestamp_nanos()).map_err(|_| bad());
     }
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(bad)?;
+    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (n, unit) = value.split_at(split);
     let n: i64 = n.parse().map_err(|_| bad())?;
     let secs = match unit {
@@ -249,7 +248,10 @@ mod tests {
     #[test]
     fn when_accepts_durations_and_rfc3339_and_names_bad_input() {
         let now = 1_000_000 * 1_000_000_000;
-        assert_eq!(parse_when("--since", "90s", now).unwrap(), now - 90_000_000_000);
+        assert_eq!(
+            parse_when("--since", "90s", now).unwrap(),
+            now - 90_000_000_000
+        );
         assert_eq!(
             parse_when("--since", "21d", now).unwrap(),
             now - 21 * 86_400 * 1_000_000_000

@@ -15,11 +15,14 @@
 //! - [`sink`]: SIEM sinks fed by the collector (NDJSON, OCSF, syslog/CEF over TLS).
 //! - [`tls`]: mTLS: certificates for the lab and users, reloading server config, client config.
 //! - [`proto`]: the gRPC contract generated from `proto/monitor.proto`.
-//! - [`cli`]: command-line definitions.
+//! - [`cli`]: command-line definitions; [`cmd`]: each subcommand's edge (anyhow errors);
+//!   [`client`]: the CLI's connection to the collector and its output.
 pub mod agent;
 pub mod capture;
 pub mod cli;
+pub mod client;
 pub mod clock;
+pub mod cmd;
 pub mod collector;
 pub mod conn;
 pub mod delivery;

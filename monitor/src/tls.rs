@@ -471,10 +471,16 @@ mod tests {
         let err = server_config(&TlsFiles::in_dir(dir.path(), "nobody"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("cannot read") && err.contains("nobody.pem"), "{err}");
+        assert!(
+            err.contains("cannot read") && err.contains("nobody.pem"),
+            "{err}"
+        );
         fs::write(&files.ca, "not pem").unwrap();
         let err = server_config(&files).unwrap_err().to_string();
-        assert!(err.contains("ca.pem") && err.contains("CERTIFICATE"), "{err}");
+        assert!(
+            err.contains("ca.pem") && err.contains("CERTIFICATE"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -487,7 +493,8 @@ mod tests {
         fs::write(&files.cert, "garbage").unwrap();
         let _ = tls.acceptor();
         assert_eq!(tls.reload_failures(), 1);
-        let fresh = Certs::leaf(&ca, "collector", &["localhost".into()], Usage::Server, 30).unwrap();
+        let fresh =
+            Certs::leaf(&ca, "collector", &["localhost".into()], Usage::Server, 30).unwrap();
         Certs::write(dir.path(), "collector", &fresh).unwrap();
         tls.state.lock().unwrap().checked = Instant::now() - RELOAD_CHECK;
         let _ = tls.acceptor();

@@ -201,7 +201,10 @@ fn a_thirty_second_collector_outage_loses_and_duplicates_nothing() {
         .map(|o| {
             assert_eq!(o["kind"], "http");
             assert_eq!(o["json"]["kind"], "http");
-            (o["boot_id"].as_str().unwrap().to_owned(), o["seq"].as_u64().unwrap())
+            (
+                o["boot_id"].as_str().unwrap().to_owned(),
+                o["seq"].as_u64().unwrap(),
+            )
         })
         .collect();
     let printed_http: BTreeSet<(String, u64)> = printed
@@ -302,7 +305,10 @@ fn an_agent_without_a_trusted_client_certificate_is_refused_and_nothing_is_store
         clog.contains("TLS handshake refused"),
         "the collector logs the refused handshake:\n{clog}"
     );
-    assert!(collector.sink_records().is_empty(), "nothing reached the sink");
+    assert!(
+        collector.sink_records().is_empty(),
+        "nothing reached the sink"
+    );
     // And nothing is in the store: ask it (with the real CLI certificate).
     let out = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", lab.node_netns()))
@@ -359,7 +365,9 @@ fn a_corrupted_spool_segment_is_skipped_and_reported_as_loss() {
     ];
     let first = Agent::start_in_node(&lab, &args).unwrap();
     // ~700 keep-alive requests in one curl: ~550 KiB of records, below the cap.
-    let urls: Vec<String> = (0..700).map(|i| format!("http://{WEB}/small?i={i}")).collect();
+    let urls: Vec<String> = (0..700)
+        .map(|i| format!("http://{WEB}/small?i={i}"))
+        .collect();
     let mut cmd = lab.command("client-a", "curl").unwrap();
     cmd.args(["-s", "-o", "/dev/null"]).args(&urls);
     assert!(cmd.status().unwrap().success());
@@ -381,7 +389,8 @@ fn a_corrupted_spool_segment_is_skipped_and_reported_as_loss() {
     let boot = key(&printed[0]).0;
     let sink = collector
         .wait_sink("the spool's loss note", Duration::from_secs(20), |r| {
-            r.iter().any(|v| v["kind"] == "loss" && v["boot_id"] == boot.as_str())
+            r.iter()
+                .any(|v| v["kind"] == "loss" && v["boot_id"] == boot.as_str())
         })
         .unwrap();
     let printed_second = second.stop().unwrap();

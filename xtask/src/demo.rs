@@ -1239,8 +1239,8 @@ impl Collector {
         ready: &Path,
     ) -> Result<Self> {
         let _ = std::fs::remove_file(ready);
-        let log_file =
-            std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let log_file = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
         let mut cmd = in_netns(netns, bin);
         cmd.args(["collector", "--listen", "127.0.0.1:7443", "--tls-dir"])
             .arg(certs)
@@ -1266,10 +1266,16 @@ impl Collector {
         let deadline = Instant::now() + READY_TIMEOUT;
         while !ready.exists() {
             if let Some(st) = c.child.try_wait()? {
-                bail!("the collector exited ({st}) at start; its log: {}", log.display());
+                bail!(
+                    "the collector exited ({st}) at start; its log: {}",
+                    log.display()
+                );
             }
             if Instant::now() > deadline {
-                bail!("the collector is not listening after {READY_TIMEOUT:?}; its log: {}", log.display());
+                bail!(
+                    "the collector is not listening after {READY_TIMEOUT:?}; its log: {}",
+                    log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -1327,7 +1333,10 @@ struct Agent {
 }
 
 impl Agent {
-    #[expect(clippy::too_many_arguments, reason = "one call site, every argument named there")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, every argument named there"
+    )]
     fn start(
         bin: &Path,
         netns: &str,

@@ -50,7 +50,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             let (mut spool, found) = Spool::open(&args.spool_dir, opts)
                 .with_context(|| format!("cannot use the spool {}", args.spool_dir.display()))?;
             tracing::info!(dir = %args.spool_dir.display(), ?found, "spool opened");
-            spool.begin_boot(&cfg.boot_id);
+            spool
+                .begin_boot(&cfg.boot_id)
+                .context("cannot start this boot in the spool")?;
             Some((
                 Arc::new(Mutex::new(spool)),
                 url.clone(),

@@ -30,7 +30,10 @@ pub fn run(args: CollectorArgs) -> anyhow::Result<()> {
         );
         None
     } else {
-        let dir = args.tls_dir.as_ref().map(|d| TlsFiles::in_dir(d, "collector"));
+        let dir = args
+            .tls_dir
+            .as_ref()
+            .map(|d| TlsFiles::in_dir(d, "collector"));
         let pick = |explicit: &Option<std::path::PathBuf>, f: Option<std::path::PathBuf>| {
             explicit.clone().or(f)
         };

@@ -46,9 +46,10 @@ pub async fn observe(args: ObserveArgs) -> anyhow::Result<()> {
         limit: args.limit.unwrap_or(0),
         node: args.node.unwrap_or_default(),
     };
-    let table = args
-        .output
-        .map_or_else(|| std::io::stdout().is_terminal(), |o| o == OutputFormat::Table);
+    let table = args.output.map_or_else(
+        || std::io::stdout().is_terminal(),
+        |o| o == OutputFormat::Table,
+    );
     let channel = client::connect(&args.client.collector, &args.client.tls).await?;
     let mut stream = ObserveClient::new(channel)
         .observe(req)
@@ -93,9 +94,10 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
             .unwrap_or(0),
         top: args.top,
     };
-    let text = args
-        .output
-        .map_or_else(|| std::io::stdout().is_terminal(), |o| o == OutputFormat::Table);
+    let text = args.output.map_or_else(
+        || std::io::stdout().is_terminal(),
+        |o| o == OutputFormat::Table,
+    );
     let channel = client::connect(&args.client.collector, &args.client.tls).await?;
     let resp = ReportClient::new(channel)
         .report(req)
@@ -106,7 +108,8 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
     if text {
         write!(out, "{}", report::render(&resp))?;
     } else {
-        let json = serde_json::to_string_pretty(&resp).context("cannot encode the report as JSON")?;
+        let json =
+            serde_json::to_string_pretty(&resp).context("cannot encode the report as JSON")?;
         writeln!(out, "{json}")?;
     }
     Ok(())

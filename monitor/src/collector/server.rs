@@ -63,6 +63,17 @@ impl std::fmt::Debug for WriteJob {
     }
 }
 
+/// Why the writer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No thread.
+    #[error("cannot start the store writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// How often old records are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 
@@ -72,10 +83,10 @@ impl Writer {
         path: PathBuf,
         opts: StoreOptions,
         metrics: Arc<CollectorMetrics>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, WriterError> {
         let mut store = Store::open(&path, opts)?;
         let (tx, mut rx) = mpsc::channel::<WriteJob>(64);
-        let (stored_tx, stored) = watch::channel(store.max_id()?);
+        let (stored_tx, stored) = watch::channel(store.as_reader().max_id()?);
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
@@ -84,8 +95,9 @@ impl Writer {
                     let res = store.insert_batch(&job.node, &job.boot_id, &job.records, &job.lost);
                     match &res {
                         Ok(ins) => {
-                            metrics.ingested(ins.stored as u64, ins.duplicates as u64);
-                            if let Ok(id) = store.max_id() {
+                            metrics.ingested(u64::from(ins.stored), u64::from(ins.duplicates));
+                            if let Some(ids) = &ins.new_ids {
+                                let id = *ids.end();
                                 stored_tx.send_replace(id);
                             }
                         }
@@ -106,7 +118,7 @@ impl Writer {
                     }
                 }
             })
-            .map_err(StoreError::Thread)?;
+            .map_err(WriterError::Thread)?;
         Ok(Self { jobs: tx, stored })
     }
 
@@ -205,8 +217,8 @@ impl Ingest for Services {
                     batch_id,
                     boot_id,
                     watermark: ins.watermark,
-                    stored: ins.stored as u32,
-                    duplicates: ins.duplicates as u32,
+                    stored: ins.stored,
+                    duplicates: ins.duplicates,
                 });
                 let failed = msg.is_err();
                 if tx.send(msg).await.is_err() || failed {

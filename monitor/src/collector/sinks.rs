@@ -69,7 +69,7 @@ fn run(
     let label = SinkLabel { sink: name.clone() };
     let mut cursors = Store::open(store_path, StoreOptions::default())?;
     let reader = StoreReader::open(store_path)?;
-    let mut cursor = cursors.sink_cursor(&name)?;
+    let mut cursor = cursors.as_reader().sink_cursor(&name)?;
     match sink.last_delivered() {
         Ok(Some(key)) => {
             if let Some(id) = reader.lookup_id(&key.node, &key.boot_id, key.seq)?

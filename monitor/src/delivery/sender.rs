@@ -312,9 +312,8 @@ impl Sender {
             if deadline.is_some() && in_flight.is_empty() {
                 return Ok(());
             }
-            let stop_at = deadline.unwrap_or_else(|| {
-                tokio::time::Instant::now() + Duration::from_secs(24 * 3600)
-            });
+            let stop_at = deadline
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(24 * 3600));
             tokio::select! {
                 ack = acks.message() => {
                     let ack = ack?.ok_or(StreamError::Closed)?;
@@ -360,7 +359,7 @@ impl Sender {
             return Ok(None);
         }
         let SpoolBatch { boot_id, records } = batch.unwrap_or_else(|| SpoolBatch {
-            boot_id: String::new(),
+            boot_id: "".into(),
             records: Vec::new(),
         });
         let batch_id = self.next_batch_id;
@@ -376,13 +375,13 @@ impl Sender {
                 .lost
                 .get_or_create(&LossLabel {
                     stage: "spool".into(),
-                    reason: l.reason.name().into(),
+                    reason: l.reason.source().trim_start_matches("spool/").into(),
                 })
                 .inc_by(l.count);
         }
         let batch = proto::Batch {
             node: self.target.node.clone(),
-            boot_id,
+            boot_id: boot_id.to_string(),
             records: records
                 .into_iter()
                 .map(|r| proto::Record {
