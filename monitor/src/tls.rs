@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}; check the path and permissions")]
+    #[error("cannot read {path} (check the path and permissions)")]
     Read {
         /// The file.
         path: PathBuf,
@@ -64,7 +64,7 @@ pub enum TlsError {
         source: rcgen::Error,
     },
     /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         /// The file.
         path: PathBuf,
