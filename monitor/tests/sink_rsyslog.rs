@@ -5,7 +5,9 @@
 //! certificates required by the receiver (`x509/certvalid`).
 //!
 //! Needs `rsyslogd` and its gnutls driver (`rsyslog-gnutls`; `cargo xtask setup` installs
-//! both): the test fails, rather than skips, without them.
+//! both): the test fails, rather than skips, without them. Each test first moves its thread
+//! into a private network namespace (root; CI runs as root), so rsyslog's port and the traffic
+//! never touch the machine's own loopback.
 
 use std::{
     fs,
@@ -33,6 +35,28 @@ use rcgen::{
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 const NODE: &str = "vantage-node-1";
 const BOOT: &str = "0b7e5c1d-2f4a-4d8e-9c3b-6a1f0e9d8c7b";
+
+/// Moves the calling thread (and the processes it spawns) into a new network namespace with
+/// only `lo`, up. The namespace goes away with the thread and its children.
+fn private_netns() {
+    // SAFETY: unshare has no memory-safety preconditions; it affects only this thread.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET) failed ({}): this test runs rsyslog in a private network \
+         namespace and needs root (`cargo xtask test` runs as root)",
+        std::io::Error::last_os_error()
+    );
+    let st = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip runs");
+    assert!(
+        st.success(),
+        "ip link set lo up failed in the private netns"
+    );
+}
 
 /// The directory holding rsyslog's modules, with the TCP input and the gnutls driver.
 fn module_dir() -> PathBuf {
@@ -390,6 +414,7 @@ fn config(port: u16, pki: &Pki) -> SyslogConfig {
 
 #[test]
 fn rsyslog_receives_exactly_the_violations_and_the_retry_after_a_restart_delivers() {
+    private_netns();
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path());
     let port = free_port();
@@ -469,6 +494,7 @@ fn rsyslog_receives_exactly_the_violations_and_the_retry_after_a_restart_deliver
 
 #[test]
 fn rsyslog_requiring_client_certificates_accepts_only_the_signed_client() {
+    private_netns();
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path());
     let port = free_port();

@@ -29,6 +29,8 @@ pub struct CollectorMetrics {
     pub store_errors: Counter,
     /// Agent streams open now.
     pub agents_connected: Gauge<i64, AtomicI64>,
+    /// Sequence numbers skipped by an agent with no loss note (never expected).
+    pub sequence_gaps: Counter,
     /// TLS handshakes refused or timed out.
     pub tls_handshake_failures: Counter,
     /// Records each sink delivered.
@@ -50,6 +52,7 @@ impl CollectorMetrics {
             store_errors: Counter::default(),
             agents_connected: Gauge::default(),
             tls_handshake_failures: Counter::default(),
+            sequence_gaps: Counter::default(),
             sink_delivered: Family::default(),
             sink_errors: Family::default(),
             sink_lag: Family::default(),
@@ -76,6 +79,11 @@ impl CollectorMetrics {
             "tls_handshake_failures",
             "TLS handshakes refused (e.g. no or untrusted client certificate) or timed out",
             m.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "sequence_gap_records",
+            "Records missing from an agent's sequence without a loss note (never expected)",
+            m.sequence_gaps.clone(),
         );
         registry.register(
             "sink_delivered_records",

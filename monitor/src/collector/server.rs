@@ -92,6 +92,7 @@ impl Writer {
             .spawn(move || {
                 let mut last_retention = std::time::Instant::now() - RETENTION_EVERY;
                 while let Some(job) = rx.blocking_recv() {
+                    check_gap(&store, &job, &metrics);
                     let res = store.insert_batch(&job.node, &job.boot_id, &job.records, &job.lost);
                     match &res {
                         Ok(ins) => {
@@ -143,6 +144,41 @@ impl Writer {
         rx.await
             .map_err(|_| Status::unavailable("the collector's store writer stopped"))?
             .map_err(|e| Status::unavailable(format!("store: {e}")))
+    }
+}
+
+/// Sequence numbers skipped between what the store holds of (node, boot) and this batch's
+/// first record, minus what the batch's loss notes cover: records that vanished without a
+/// note. Never expected from our agents; logged and counted so it cannot pass silently.
+fn uncovered_gap(prev: u64, job: &WriteJob) -> Option<(u64, u64)> {
+    let first = job.records.first()?.seq;
+    if prev == 0 || first <= prev + 1 {
+        return None;
+    }
+    let (mut lo, hi) = (prev + 1, first - 1);
+    let mut notes: Vec<(u64, u64)> = job
+        .lost
+        .iter()
+        .filter(|l| l.boot_id.is_empty() || l.boot_id == job.boot_id)
+        .map(|l| (l.first_seq, l.last_seq))
+        .collect();
+    notes.sort_unstable();
+    for (a, b) in notes {
+        if a <= lo && b >= lo {
+            lo = b + 1;
+        }
+    }
+    (lo <= hi).then_some((lo, hi))
+}
+
+fn check_gap(store: &Store, job: &WriteJob, metrics: &CollectorMetrics) {
+    let Ok(prev) = store.as_reader().watermark(&job.node, &job.boot_id) else {
+        return;
+    };
+    if let Some((lo, hi)) = uncovered_gap(prev, job) {
+        metrics.sequence_gaps.inc_by(hi - lo + 1);
+        tracing::warn!(node = %job.node, boot_id = %job.boot_id, first = lo, last = hi,
+            "records missing from the agent's sequence with no loss note");
     }
 }
 
@@ -432,4 +468,44 @@ fn tls_incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(first: u64, lost: &[(u64, u64)]) -> WriteJob {
+        WriteJob {
+            node: "n".into(),
+            boot_id: "b".into(),
+            records: vec![proto::Record {
+                seq: first,
+                ..Default::default()
+            }],
+            lost: lost
+                .iter()
+                .map(|&(a, b)| proto::LostRecords {
+                    first_seq: a,
+                    last_seq: b,
+                    ..Default::default()
+                })
+                .collect(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_gap_is_reported_unless_loss_notes_cover_it() {
+        assert_eq!(uncovered_gap(10, &job(11, &[])), None);
+        assert_eq!(
+            uncovered_gap(0, &job(500, &[])),
+            None,
+            "first batch of a boot"
+        );
+        assert_eq!(uncovered_gap(10, &job(21, &[])), Some((11, 20)));
+        assert_eq!(uncovered_gap(10, &job(21, &[(11, 20)])), None);
+        assert_eq!(uncovered_gap(10, &job(21, &[(11, 14), (15, 20)])), None);
+        assert_eq!(uncovered_gap(10, &job(21, &[(11, 14)])), Some((15, 20)));
+        assert_eq!(uncovered_gap(10, &job(21, &[(12, 20)])), Some((11, 20)));
+    }
 }
