@@ -293,12 +293,54 @@ fn an_agent_without_a_trusted_client_certificate_is_refused_and_nothing_is_store
     .unwrap();
     let traffic = steady_traffic(&mut lab);
     std::thread::sleep(Duration::from_secs(4));
-    stop(traffic);
     let log = agent.stderr();
     drop(agent);
     assert!(
         log.contains("delivery to the collector failed"),
         "the agent says delivery fails:\n{log}"
+    );
+    // A certificate from the right CA that has expired (valid for 0 days) is refused too.
+    let out = Command::new(monitor_bin())
+        .args(["certs", "issue", "--dir"])
+        .arg(&certs)
+        .args(["--name", "expired", "--days", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let refused_before = collector.stderr().matches("TLS handshake refused").count();
+    let expired = Agent::start_in_node(
+        &lab,
+        &[
+            "--collector",
+            &collector.url(),
+            "--ca",
+            certs.join("ca.pem").to_str().unwrap(),
+            "--cert",
+            certs.join("expired.pem").to_str().unwrap(),
+            "--key",
+            certs.join("expired.key").to_str().unwrap(),
+            "--spool-dir",
+            spool.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    stop(traffic);
+    let log = expired.stderr();
+    drop(expired);
+    assert!(
+        log.contains("delivery to the collector failed"),
+        "the agent with an expired certificate says delivery fails:\n{log}"
+    );
+    assert!(
+        collector.stderr().matches("TLS handshake refused").count() > refused_before,
+        "the collector refused the expired certificate:\n{}",
+        collector.stderr()
     );
     let clog = collector.stderr();
     assert!(

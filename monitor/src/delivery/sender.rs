@@ -31,6 +31,8 @@ use crate::{
 pub const WINDOW: usize = 16;
 /// Most records in one batch.
 pub const BATCH_RECORDS: usize = 1024;
+/// How often, at most, acknowledgements are saved to the spool under load.
+pub const ACK_SAVE_EVERY: Duration = Duration::from_millis(100);
 /// Most payload bytes in one batch (gRPC's default message limit is 4 MiB).
 pub const BATCH_BYTES: usize = 1 << 20;
 
@@ -60,7 +62,10 @@ fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
 pub struct SpoolOut<W: Write> {
     spool: Arc<Mutex<Spool>>,
     notify: Arc<Notify>,
-    pending: Vec<(u64, &'static str, Vec<u8>)>,
+    /// Records since the last flush: (seq, kind, end offset in `bytes`).
+    pending: Vec<(u64, &'static str, usize)>,
+    /// Their JSON, back to back (one buffer, not one allocation per record).
+    bytes: Vec<u8>,
     tee: Option<W>,
     metrics: Arc<Metrics>,
     /// Records the spool refused (disk full, I/O error) and that were dropped after retrying.
@@ -82,6 +87,7 @@ impl<W: Write> SpoolOut<W> {
             spool,
             notify,
             pending: Vec::new(),
+            bytes: Vec::new(),
             tee,
             metrics,
             dropped: 0,
@@ -92,7 +98,8 @@ impl<W: Write> SpoolOut<W> {
 impl<W: Write> RecordOut for SpoolOut<W> {
     fn record(&mut self, seq: u64, kind: &'static str, line: &[u8]) -> io::Result<()> {
         let json = line.strip_suffix(b"\n").unwrap_or(line);
-        self.pending.push((seq, kind, json.to_vec()));
+        self.bytes.extend_from_slice(json);
+        self.pending.push((seq, kind, self.bytes.len()));
         Ok(())
     }
 
@@ -105,13 +112,15 @@ impl<W: Write> RecordOut for SpoolOut<W> {
         let now = unix_ns(SystemTime::now());
         let mut spool = lock(&self.spool);
         let mut written = 0;
+        let mut start = 0;
         let mut failure = None;
-        for (seq, kind, json) in &self.pending {
-            if let Err(e) = spool.append(*seq, now, kind, json) {
+        for &(seq, kind, end) in &self.pending {
+            if let Err(e) = spool.append(seq, now, kind, &self.bytes[start..end]) {
                 failure = Some(e);
                 break;
             }
             written += 1;
+            start = end;
         }
         if failure.is_none()
             && let Err(e) = spool.flush()
@@ -121,13 +130,19 @@ impl<W: Write> RecordOut for SpoolOut<W> {
         self.metrics.spool_bytes.set(spool.bytes() as i64);
         drop(spool);
         if let Some(t) = &mut self.tee {
-            for (_, _, json) in &self.pending[..written] {
-                t.write_all(json)?;
+            let mut from = 0;
+            for &(_, _, end) in &self.pending[..written] {
+                t.write_all(&self.bytes[from..end])?;
                 t.write_all(b"\n")?;
+                from = end;
             }
             t.flush()?;
         }
         self.pending.drain(..written);
+        self.bytes.drain(..start);
+        for p in &mut self.pending {
+            p.2 -= start;
+        }
         if let Some(e) = failure {
             // Keep what could not be spooled and retry next round; past the cap, drop the
             // oldest and count them (a loss the metrics show; the spool is what would carry
@@ -135,7 +150,12 @@ impl<W: Write> RecordOut for SpoolOut<W> {
             tracing::error!(error = %e, held = self.pending.len(), "spool write failed; retrying");
             if self.pending.len() > PENDING_CAP {
                 let excess = self.pending.len() - PENDING_CAP;
+                let cut = self.pending[excess - 1].2;
                 self.pending.drain(..excess);
+                self.bytes.drain(..cut);
+                for p in &mut self.pending {
+                    p.2 -= cut;
+                }
                 self.dropped += excess as u64;
                 self.metrics
                     .lost
@@ -295,6 +315,8 @@ impl Sender {
         self.metrics.collector_connected.set(1);
         tracing::info!(url = %self.target.url, "streaming to the collector");
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut unsaved: Option<(String, u64)> = None;
+        let mut last_save = Instant::now();
         let mut lost_sent: HashSet<u64> = HashSet::new();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -310,6 +332,7 @@ impl Sender {
                 }
             }
             if deadline.is_some() && in_flight.is_empty() {
+                self.save_ack(unsaved.take(), &[])?;
                 return Ok(());
             }
             let stop_at = deadline
@@ -322,23 +345,41 @@ impl Sender {
                     };
                     // Acks come in order; earlier batches are covered by this watermark too.
                     let done: Vec<InFlight> = in_flight.drain(..=pos).collect();
-                    let mut spool = lock(&self.spool);
                     if !ack.boot_id.is_empty() {
-                        spool.ack(&ack.boot_id, ack.watermark)?;
+                        unsaved = Some((ack.boot_id, ack.watermark));
                     }
                     let lost: Vec<u64> = done.iter().flat_map(|f| f.lost_ids.iter().copied()).collect();
-                    if !lost.is_empty() {
-                        spool.ack_lost(&lost)?;
+                    // Saving an ack rewrites (and fsyncs) a small file under the spool's lock;
+                    // do it at most every ACK_SAVE_EVERY under load. An ack not yet saved only
+                    // means resends after a crash, which the collector drops. Loss notes are
+                    // saved at once (rare).
+                    if !lost.is_empty() || in_flight.is_empty() || last_save.elapsed() >= ACK_SAVE_EVERY {
+                        self.save_ack(unsaved.take(), &lost)?;
+                        last_save = Instant::now();
                     }
-                    self.metrics.spool_bytes.set(spool.bytes() as i64);
-                    drop(spool);
                     self.metrics.delivered.inc_by(done.iter().map(|f| f.records).sum());
                 }
                 () = self.notify.notified() => {}
                 _ = tick.tick() => {}
-                () = tokio::time::sleep_until(stop_at) => return Ok(()),
+                () = tokio::time::sleep_until(stop_at) => {
+                    self.save_ack(unsaved.take(), &[])?;
+                    return Ok(());
+                }
             }
         }
+    }
+
+    /// Tells the spool what the collector acknowledged.
+    fn save_ack(&self, ack: Option<(String, u64)>, lost: &[u64]) -> Result<(), StreamError> {
+        let mut spool = lock(&self.spool);
+        if let Some((boot, watermark)) = ack {
+            spool.ack(&boot, watermark)?;
+        }
+        if !lost.is_empty() {
+            spool.ack_lost(lost)?;
+        }
+        self.metrics.spool_bytes.set(spool.bytes() as i64);
+        Ok(())
     }
 
     /// The next batch from the spool, with loss notes not yet sent on this stream.
@@ -388,7 +429,10 @@ impl Sender {
                     seq: r.seq,
                     kind: r.kind,
                     time_unix_nano: r.time_ns,
-                    json: String::from_utf8_lossy(&r.payload).into_owned(),
+                    // The agent spooled UTF-8 JSON; a corrupted byte that passed the CRC would
+                    // still not panic here.
+                    json: String::from_utf8(r.payload)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
                 })
                 .collect(),
             lost: lost
