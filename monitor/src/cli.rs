@@ -25,14 +25,16 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the node agent: attach to a cgroup v2 directory and print NDJSON records to stdout.
+    /// Run the node agent: attach to a cgroup v2 directory and write NDJSON records: to the
+    /// collector with --collector (spooled on disk until acknowledged), else to stdout.
     ///
     /// Needs root (or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN). Stops cleanly on SIGINT/SIGTERM,
     /// reporting exchanges and flows still in flight; the kernel programs detach when the
     /// process exits, also after a crash.
     ///
     /// Example: monitor agent --inventory deploy/examples/vantage/inventory.yaml \
-    ///          --cgroup /sys/fs/cgroup/kubepods.slice
+    ///          --cgroup /sys/fs/cgroup/kubepods.slice \
+    ///          --collector https://monitor-collector:7443 --tls-dir /etc/monitor/certs
     Agent(AgentArgs),
 
     /// Run the collector: receive records from agents (gRPC, mTLS), store them (SQLite),
