@@ -119,12 +119,25 @@ fn agent_args<'a>(c: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// Also: a second sink that always fails does not hold back ingest or the NDJSON sink.
 #[test]
 fn a_thirty_second_collector_outage_loses_and_duplicates_nothing() {
     let mut lab = lab("dlv1", &fixture("lab.yaml"));
     let certs = make_certs(&lab.run_dir().join("certs"));
-    let mut collector =
-        Collector::start(&lab, &lab.run_dir().join("collector"), &certs, 17441, &[]).unwrap();
+    // A second sink that always fails (nothing listens on port 9): it is retried and counted,
+    // and must neither block ingest nor the NDJSON sink.
+    let dead_sink = format!(
+        "syslog:tls=127.0.0.1:9,ca={},timeout=1s,kinds=all",
+        certs.join("ca.pem").display()
+    );
+    let mut collector = Collector::start(
+        &lab,
+        &lab.run_dir().join("collector"),
+        &certs,
+        17441,
+        &["--sink", &dead_sink],
+    )
+    .unwrap();
     let spool = spool_dir(&lab, "spool");
     let cargs = collector.agent_args(&spool);
     let agent = Agent::start_in_node(&lab, &agent_args(&cargs, &["--stdout"])).unwrap();
@@ -161,6 +174,11 @@ fn a_thirty_second_collector_outage_loses_and_duplicates_nothing() {
         )
         .unwrap();
     let boot = exactly_once(&printed, &sink);
+    assert!(
+        collector.stderr().contains("sink write failed"),
+        "the dead syslog sink's failures are logged:\n{}",
+        collector.stderr()
+    );
     let http = printed.iter().filter(|v| v["kind"] == "http").count();
     assert!(http > 500, "{http} http records");
     eprintln!(
