@@ -32,6 +32,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // The non-Rust gRPC client of the tests (tests/clients/observe.py): Debian's Python gRPC.
     "python3-grpcio",
     "python3-grpc-tools",
+    // promtool lints the metrics' names and checks and unit-tests the alert rules.
+    "prometheus",
 ];
 
 /// The bpf-linker release the eBPF build uses.
