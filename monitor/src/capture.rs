@@ -142,6 +142,15 @@ fn load_error(e: impl std::error::Error) -> CaptureError {
         }
         src = s.source();
     }
+    // Without CAP_PERFMON the verifier checks the programs under the rules for unprivileged
+    // users and rejects their pointer arithmetic with EACCES: a privilege problem, not a bug.
+    if let Some(line) = msg.lines().find(|l| l.contains("for !root")) {
+        return CaptureError::Permission(format!(
+            "the verifier applied the rules for unprivileged programs, so CAP_PERFMON is \
+             missing; it said: {}",
+            line.trim()
+        ));
+    }
     if perm {
         CaptureError::Permission(msg)
     } else {

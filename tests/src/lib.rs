@@ -97,17 +97,42 @@ impl Agent {
 
     /// Like [`Agent::start_with`] with another inventory file.
     pub fn start_with_inventory(lab: &Lab, inventory: &Path, extra: &[&str]) -> Result<Self> {
-        Self::spawn(lab, inventory, extra, None)
+        Self::spawn(lab, inventory, extra, None, &[])
     }
 
     /// Like [`Agent::start_with`], in the lab's node network namespace (entered with nsenter,
     /// which keeps this mount namespace and so the cgroup tree): its connections to a test
     /// [`Collector`] on 127.0.0.1 stay inside the lab.
     pub fn start_in_node(lab: &Lab, extra: &[&str]) -> Result<Self> {
-        Self::spawn(lab, lab.inventory_path(), extra, Some(lab.node_netns()))
+        Self::spawn(
+            lab,
+            lab.inventory_path(),
+            extra,
+            Some(lab.node_netns()),
+            &[],
+        )
     }
 
-    fn spawn(lab: &Lab, inventory: &Path, extra: &[&str], netns: Option<&str>) -> Result<Self> {
+    /// Like [`Agent::start_in_node`], with the agent started through `wrapper` (a command that
+    /// execs the rest of its arguments, e.g. `setpriv --bounding-set=...`), entered after the
+    /// netns switch.
+    pub fn start_wrapped(lab: &Lab, wrapper: &[&str], extra: &[&str]) -> Result<Self> {
+        Self::spawn(
+            lab,
+            lab.inventory_path(),
+            extra,
+            Some(lab.node_netns()),
+            wrapper,
+        )
+    }
+
+    fn spawn(
+        lab: &Lab,
+        inventory: &Path,
+        extra: &[&str],
+        netns: Option<&str>,
+        wrapper: &[&str],
+    ) -> Result<Self> {
         let ready = lab.run_dir().join("agent-ready");
         let _ = std::fs::remove_file(&ready);
         let policy = fixture("lab-policy.yaml");
@@ -125,7 +150,14 @@ impl Agent {
             .copied()
             .filter(|a| *a != "--no-policy")
             .collect();
-        let mut child = in_netns(netns, &monitor_bin())
+        let mut cmd = if wrapper.is_empty() {
+            in_netns(netns, &monitor_bin())
+        } else {
+            let mut c = in_netns(netns, Path::new(wrapper[0]));
+            c.args(&wrapper[1..]).arg(monitor_bin());
+            c
+        };
+        let mut child = cmd
             .arg("agent")
             .args(default_policy)
             .arg("--inventory")
