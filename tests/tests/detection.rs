@@ -16,6 +16,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader},
+    process::Stdio,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -23,7 +24,9 @@ use std::{
     time::Duration,
 };
 
-use monitor_tests::{Agent, Collector, client, lab, make_certs, monotonic_s, run_in, vantage};
+use monitor_tests::{
+    Agent, Collector, client, in_netns, lab, make_certs, monitor_bin, monotonic_s, run_in, vantage,
+};
 use serde_json::Value;
 
 const BACKDOOR: &str = "svc-recommendation-engine-04";
@@ -161,6 +164,36 @@ fn detection_latency_at_the_collector_sink() {
             }
         })
     };
+    // A live `monitor observe -f` (follow mode) must stream the same violations.
+    let mut observe = in_netns(Some(lab.node_netns()), &monitor_bin())
+        .args([
+            "observe",
+            "-f",
+            "--kind",
+            "violation",
+            "-o",
+            "json",
+            "--collector",
+        ])
+        .arg(collector.url())
+        .arg("--tls-dir")
+        .arg(&certs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let observed: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let reader = {
+        let (out, observed) = (observe.stdout.take().unwrap(), observed.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line).expect("observe -o json prints JSON");
+                observed.lock().unwrap().push(v);
+            }
+        })
+    };
+    // Follow mode starts at the newest stored record; give it a moment to connect.
+    std::thread::sleep(Duration::from_millis(500));
     let sent = send_lookups(&lab);
     let wanted = REQUESTS;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -181,6 +214,28 @@ fn detection_latency_at_the_collector_sink() {
     let records = std::mem::take(&mut *lines.lock().unwrap());
     // Only counts are asserted (every lookup's violation reached the sink); the time is printed.
     latencies(&sent, &records, "line in the collector's NDJSON sink");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while observed.lock().unwrap().len() < wanted && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child by PID.
+    unsafe { libc::kill(observe.id() as i32, libc::SIGTERM) };
+    let _ = observe.wait();
+    reader.join().unwrap();
+    let observed = std::mem::take(&mut *observed.lock().unwrap());
+    let sink_violations: Vec<&Value> = records
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["kind"] == "violation")
+        .collect();
+    assert_eq!(
+        observed.len(),
+        sink_violations.len(),
+        "`monitor observe -f` streamed every violation the sink got"
+    );
+    for (o, v) in observed.iter().zip(&sink_violations) {
+        assert_eq!(o["seq"], v["seq"], "same records, same order");
+    }
     drop(collector);
 }
 
