@@ -58,6 +58,8 @@ pub struct Metrics {
     pub lost: Family<LossLabel, Counter>,
     /// Policy reloads, by result.
     pub policy_reloads: Family<ResultLabel, Counter>,
+    /// 0 while the last policy reload failed (the last good policy still applies), 1 otherwise.
+    pub policy_last_reload_successful: Gauge<i64, AtomicI64>,
     /// Violations, by rule and severity (aggregated records count their repeats).
     pub violations: Family<RuleLabel, Counter>,
     /// 1 while the kernel programs are attached.
@@ -83,6 +85,7 @@ impl Metrics {
         let records = Family::<KindLabel, Counter>::default();
         let lost = Family::<LossLabel, Counter>::default();
         let policy_reloads = Family::<ResultLabel, Counter>::default();
+        let policy_last_reload_successful = Gauge::<i64, AtomicI64>::default();
         let violations = Family::<RuleLabel, Counter>::default();
         let attached = Gauge::<i64, AtomicI64>::default();
         let quarantined_pods = Gauge::<i64, AtomicI64>::default();
@@ -128,6 +131,11 @@ impl Metrics {
             policy_reloads.clone(),
         );
         registry.register(
+            "policy_last_reload_successful",
+            "0 while the last policy reload failed (the last good policy still applies), else 1",
+            policy_last_reload_successful.clone(),
+        );
+        registry.register(
             "violations",
             "Policy violations by rule and severity (repeats included)",
             violations.clone(),
@@ -142,6 +150,8 @@ impl Metrics {
             "Pods quarantined by the policy now",
             quarantined_pods.clone(),
         );
+        // The policy loaded at start is good (or there is none): a bad one stops the agent.
+        policy_last_reload_successful.set(1);
         // Both outcomes exist from the start, so an alert on failures has a series to watch.
         for result in ["ok", "failed"] {
             let _ = policy_reloads.get_or_create(&ResultLabel {
@@ -153,6 +163,7 @@ impl Metrics {
             records,
             lost,
             policy_reloads,
+            policy_last_reload_successful,
             violations,
             attached,
             quarantined_pods,
@@ -278,6 +289,10 @@ mod tests {
         assert!(text.contains("monitor_attached 1"), "{text}");
         assert!(
             text.contains("monitor_policy_reloads_total{result=\"failed\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("monitor_policy_last_reload_successful 1"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");

@@ -195,6 +195,10 @@ impl Agent {
                 result: result.into(),
             })
             .inc();
+        // A gauge as well as the counter: an alert on it lasts until a good file is loaded.
+        self.metrics
+            .policy_last_reload_successful
+            .set(i64::from(result == "ok"));
         event.time = self.clock.rfc3339(Clock::boot_ns());
         self.write(&Record::Policy(event), out)
     }
