@@ -105,7 +105,7 @@ impl Metrics {
             spool_max_bytes.clone(),
         );
         registry.register(
-            "collector_connected",
+            "delivery_connected",
             "1 while the delivery stream to the collector is open",
             collector_connected.clone(),
         );
