@@ -371,6 +371,10 @@ fn metrics_and_health_endpoint_count_records_and_failed_reloads() {
         metrics.contains("monitor_policy_reloads_total{result=\"ok\"} 0"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("monitor_policy_last_reload_successful 0"),
+        "the alert's gauge says the last reload failed: {metrics}"
+    );
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
     drop(guard);
 }
