@@ -12,6 +12,8 @@
 //!   path it names is on a volume mount of the right kind (certificates renamed to what
 //!   `--tls-dir` expects, the store on the PVC, the spool on the host...).
 //! - The policy ConfigMap's text passes the same checks as `monitor policy lint`.
+//! - `deploy/images/Dockerfile` pins its base images by digest, puts the binary where the
+//!   manifests' `command` looks, and runs as the collector's `runAsUser`.
 //!
 //! Names across files (Services, Secrets, ServiceAccounts, Issuers, labels) are checked to
 //! agree, since `kubectl apply` would accept a dangling reference and fail only at run time.
@@ -1498,5 +1500,81 @@ fn certificates_form_one_ca() {
             .any(|c| c.obj.spec.common_name.as_deref() == Some("cli")
                 && c.obj.spec.usages.contains(&KeyUsage::ClientAuth)),
         "a `cli` client certificate for observe/report"
+    );
+}
+
+/// The image the manifests run: base images pinned by digest, the binary where `command`
+/// looks, and the runtime user the collector's `runAsUser` names.
+#[test]
+fn dockerfile_pins_bases_and_matches_the_manifests() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/images/Dockerfile");
+    let text = std::fs::read_to_string(&path).expect("deploy/images/Dockerfile");
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    // Every FROM names a stage built earlier or an image ARG whose default is pinned.
+    let image_args: BTreeMap<&str, &str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("ARG "))
+        .filter_map(|a| a.split_once('='))
+        .filter(|(name, _)| name.ends_with("_IMAGE"))
+        .collect();
+    let mut stages = BTreeSet::new();
+    for l in lines.iter().filter(|l| l.starts_with("FROM ")) {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let image = words[1];
+        if let Some(arg) = image.strip_prefix("${").and_then(|a| a.strip_suffix('}')) {
+            let value = image_args
+                .get(arg)
+                .unwrap_or_else(|| panic!("Dockerfile: {l}: no ARG {arg} with a default"));
+            let (_, digest) = value
+                .split_once("@sha256:")
+                .unwrap_or_else(|| panic!("Dockerfile: ARG {arg}={value} is not pinned by digest"));
+            assert!(
+                digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+                "Dockerfile: ARG {arg}: a sha256 digest has 64 hex digits"
+            );
+        } else {
+            assert!(
+                stages.contains(image),
+                "Dockerfile: {l}: use a pinned *_IMAGE ARG or an earlier stage"
+            );
+        }
+        if let Some(i) = words.iter().position(|w| w.eq_ignore_ascii_case("AS")) {
+            stages.insert(words[i + 1]);
+        }
+    }
+    // The default target is the last stage: it must run as the collector's user and hold the
+    // binary the manifests' `command` runs.
+    let last_from = lines
+        .iter()
+        .rposition(|l| l.starts_with("FROM "))
+        .expect("a FROM");
+    let last = &lines[last_from..];
+    assert!(
+        last.iter()
+            .any(|l| l.starts_with("COPY ") && l.ends_with(" /usr/local/bin/monitor")),
+        "Dockerfile: the runtime stage must put the binary at /usr/local/bin/monitor"
+    );
+    let user = last
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("Dockerfile: the runtime stage sets USER");
+    let m = load();
+    let (d, pod, c) = collector(&m);
+    let uid = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.run_as_user)
+        .or(pod.security_context.as_ref().and_then(|s| s.run_as_user))
+        .expect("runAsUser");
+    assert_eq!(
+        user.split(':').next(),
+        Some(uid.to_string().as_str()),
+        "{}: runAsUser is the image's USER",
+        d.at
     );
 }
