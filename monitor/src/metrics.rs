@@ -71,7 +71,7 @@ pub struct Metrics {
     /// The spool's size cap in bytes.
     pub spool_max_bytes: Gauge<i64, AtomicI64>,
     /// 1 while a stream to the collector is open.
-    pub collector_connected: Gauge<i64, AtomicI64>,
+    pub delivery_connected: Gauge<i64, AtomicI64>,
     /// Records the collector acknowledged.
     pub delivered: Counter,
     /// Failed connection attempts and broken streams to the collector.
@@ -91,7 +91,7 @@ impl Metrics {
         let quarantined_pods = Gauge::<i64, AtomicI64>::default();
         let spool_bytes = Gauge::<i64, AtomicI64>::default();
         let spool_max_bytes = Gauge::<i64, AtomicI64>::default();
-        let collector_connected = Gauge::<i64, AtomicI64>::default();
+        let delivery_connected = Gauge::<i64, AtomicI64>::default();
         let delivered = Counter::default();
         let delivery_errors = Counter::default();
         registry.register(
@@ -107,7 +107,7 @@ impl Metrics {
         registry.register(
             "delivery_connected",
             "1 while the delivery stream to the collector is open",
-            collector_connected.clone(),
+            delivery_connected.clone(),
         );
         registry.register(
             "delivered_records",
@@ -169,7 +169,7 @@ impl Metrics {
             quarantined_pods,
             spool_bytes,
             spool_max_bytes,
-            collector_connected,
+            delivery_connected,
             delivered,
             delivery_errors,
         })

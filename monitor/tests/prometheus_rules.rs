@@ -104,7 +104,7 @@ fn agent_exposition() -> String {
     m.quarantined_pods.set(1);
     m.spool_bytes.set(4096);
     m.spool_max_bytes.set(256 << 20);
-    m.collector_connected.set(1);
+    m.delivery_connected.set(1);
     m.delivered.inc_by(10);
     m.delivery_errors.inc();
     m.encode()

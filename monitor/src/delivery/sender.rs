@@ -248,7 +248,7 @@ impl Sender {
                     }
                 },
             };
-            self.metrics.collector_connected.set(0);
+            self.metrics.delivery_connected.set(0);
             match res {
                 Ok(()) => return, // drained before the deadline
                 Err(e) => {
@@ -312,7 +312,7 @@ impl Sender {
             .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?
             .into_inner();
-        self.metrics.collector_connected.set(1);
+        self.metrics.delivery_connected.set(1);
         tracing::info!(url = %self.target.url, "streaming to the collector");
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut unsaved: Option<(String, u64)> = None;
