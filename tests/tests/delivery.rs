@@ -495,3 +495,96 @@ fn a_corrupted_spool_segment_is_skipped_and_reported_as_loss() {
         printed_second.len()
     );
 }
+
+#[test]
+fn a_full_spool_drops_its_oldest_segment_and_reports_it_as_loss() {
+    let lab = lab("dlv5", &fixture("lab.yaml"));
+    let certs = make_certs(&lab.run_dir().join("certs"));
+    let spool = spool_dir(&lab, "spool");
+    // No collector yet, and a 1 MiB cap (256 KiB segments): ~2,000 keep-alive requests make
+    // ~1.6 MB of records, so the oldest segments must go.
+    let args = [
+        "--collector",
+        "https://127.0.0.1:17445",
+        "--tls-dir",
+        certs.to_str().unwrap(),
+        "--spool-dir",
+        spool.to_str().unwrap(),
+        "--spool-max-mib",
+        "1",
+        "--stdout",
+    ];
+    let agent = Agent::start_in_node(&lab, &args).unwrap();
+    for chunk in 0..4 {
+        let urls: Vec<String> = (0..500)
+            .map(|i| format!("http://{WEB}/small?c={chunk}&i={i}"))
+            .collect();
+        let mut cmd = lab.command("client-a", "curl").unwrap();
+        cmd.arg("-s").args(&urls).stdout(Stdio::null());
+        assert!(cmd.status().unwrap().success());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let printed = agent.stop().unwrap();
+    assert!(printed.len() >= 2000, "{} records", printed.len());
+    let boot = key(&printed[0]).0;
+
+    let collector =
+        Collector::start(&lab, &lab.run_dir().join("collector"), &certs, 17445, &[]).unwrap();
+    let second = Agent::start_in_node(&lab, &args).unwrap();
+    let last = key(printed.last().unwrap()).1;
+    let sink = collector
+        .wait_sink(
+            "the first boot's newest record",
+            Duration::from_secs(20),
+            |r| {
+                r.iter()
+                    .any(|v| v["boot_id"] == boot.as_str() && v["seq"].as_u64() == Some(last))
+            },
+        )
+        .unwrap();
+    drop(second);
+    let losses: Vec<&Value> = sink
+        .iter()
+        .filter(|v| v["kind"] == "loss" && v["boot_id"] == boot.as_str())
+        .collect();
+    assert!(!losses.is_empty(), "the cap's drops are reported");
+    let mut lost: BTreeSet<u64> = BTreeSet::new();
+    for l in &losses {
+        assert_eq!(l["stage"], "spool", "{l}");
+        assert_eq!(l["reason"], "cap", "{l}");
+        let (a, b) = (
+            l["first_seq"].as_u64().unwrap(),
+            l["last_seq"].as_u64().unwrap(),
+        );
+        assert_eq!(l["count"].as_u64().unwrap(), b - a + 1, "{l}");
+        for s in a..=b {
+            assert!(lost.insert(s), "seq {s} reported lost twice");
+        }
+    }
+    let delivered: BTreeSet<u64> = sink
+        .iter()
+        .filter(|v| v["boot_id"] == boot.as_str() && v["kind"] != "loss")
+        .map(|v| key(v).1)
+        .collect();
+    // Every record the agent wrote is either delivered or in exactly one loss note.
+    for v in &printed {
+        let s = key(v).1;
+        assert!(
+            delivered.contains(&s) != lost.contains(&s),
+            "seq {s}: delivered {} / reported lost {}",
+            delivered.contains(&s),
+            lost.contains(&s)
+        );
+    }
+    assert_eq!(
+        *lost.first().unwrap(),
+        1,
+        "the oldest records are the ones dropped"
+    );
+    eprintln!(
+        "full spool: {} of {} records reported lost in {} note(s), the rest delivered",
+        lost.len(),
+        printed.len(),
+        losses.len()
+    );
+}
