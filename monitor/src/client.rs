@@ -157,7 +157,9 @@ pub fn parse_when(arg: &'static str, value: &str, now_ns: i64) -> Result<i64, Cl
         "w" => 7 * 86_400,
         _ => return Err(bad()),
     };
-    Ok(now_ns - n * secs * 1_000_000_000)
+    n.checked_mul(secs * 1_000_000_000)
+        .and_then(|d| now_ns.checked_sub(d))
+        .ok_or_else(bad)
 }
 
 /// RFC 3339 (UTC, seconds) for a Unix ns time.
@@ -260,7 +262,7 @@ mod tests {
             parse_when("--since", "1970-01-01T00:00:10Z", now).unwrap(),
             10_000_000_000
         );
-        for bad in ["", "d", "10y", "yesterday", "-5m"] {
+        for bad in ["", "d", "10y", "yesterday", "-5m", "20000000000w"] {
             let e = parse_when("--since", bad, now).unwrap_err().to_string();
             assert!(e.contains("--since") && e.contains("15m"), "{bad}: {e}");
         }

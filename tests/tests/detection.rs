@@ -210,7 +210,6 @@ fn detection_latency_at_the_collector_sink() {
     }
     done.store(true, Ordering::Relaxed);
     tail.join().unwrap();
-    drop(agent);
     let records = std::mem::take(&mut *lines.lock().unwrap());
     // Only counts are asserted (every lookup's violation reached the sink); the time is printed.
     latencies(&sent, &records, "line in the collector's NDJSON sink");
@@ -218,10 +217,26 @@ fn detection_latency_at_the_collector_sink() {
     while observed.lock().unwrap().len() < wanted && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    // SIGTERM with an agent stream and an `observe -f` stream open: the collector ends both
+    // and exits (it used to wait for the clients to hang up, forever).
+    let mut collector = collector;
+    let stopping = std::time::Instant::now();
+    let status = collector.signal(libc::SIGTERM).unwrap();
+    let took = stopping.elapsed();
+    assert!(
+        status.success(),
+        "the collector exits cleanly on SIGTERM: {status}"
+    );
+    assert!(
+        took < Duration::from_secs(9),
+        "the collector stopped {took:?} after SIGTERM with clients connected"
+    );
+    eprintln!("collector stopped {took:?} after SIGTERM with an agent and observe -f connected");
     // SAFETY: signalling our own child by PID.
     unsafe { libc::kill(observe.id() as i32, libc::SIGTERM) };
     let _ = observe.wait();
     reader.join().unwrap();
+    drop(agent);
     let observed = std::mem::take(&mut *observed.lock().unwrap());
     let sink_violations: Vec<&Value> = records
         .iter()
@@ -236,7 +251,6 @@ fn detection_latency_at_the_collector_sink() {
     for (o, v) in observed.iter().zip(&sink_violations) {
         assert_eq!(o["seq"], v["seq"], "same records, same order");
     }
-    drop(collector);
 }
 
 #[test]

@@ -112,15 +112,22 @@ pub fn run(args: CollectorArgs) -> anyhow::Result<()> {
         }
         let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+        let (signalled_tx, signalled) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
                 _ = int.recv() => tracing::info!("SIGINT: stopping"),
             }
+            let _ = signalled_tx.send(());
         };
-        server::serve(listener, tls, writer, args.store.clone(), metrics, shutdown)
-            .await
-            .context("the gRPC server failed")?;
+        let serving = server::serve(listener, tls, writer, args.store.clone(), metrics, shutdown);
+        tokio::select! {
+            r = serving => r.context("the gRPC server failed")?,
+            () = async {
+                let _ = signalled.await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            } => tracing::warn!("connections still open 10 s after the stop signal; stopping anyway"),
+        }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in sink_threads {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;

@@ -165,7 +165,7 @@ fn uncovered_gap(prev: u64, job: &WriteJob) -> Option<(u64, u64)> {
     notes.sort_unstable();
     for (a, b) in notes {
         if a <= lo && b >= lo {
-            lo = b + 1;
+            lo = b.saturating_add(1);
         }
     }
     (lo <= hi).then_some((lo, hi))
@@ -193,6 +193,8 @@ pub struct Services {
     writer: Writer,
     store_path: PathBuf,
     metrics: Arc<CollectorMetrics>,
+    /// Becomes true when the collector stops: open streams end so the server can return.
+    stopping: watch::Receiver<bool>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -221,11 +223,21 @@ impl Ingest for Services {
         let (tx, rx) = mpsc::channel::<Result<Ack, Status>>(32);
         let writer = self.writer.clone();
         let metrics = self.metrics.clone();
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             metrics.agents_connected.inc();
             let mut node_seen = String::new();
             let end = loop {
-                let batch = match inbound.message().await {
+                let next = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = stopping.changed() => {
+                        // The agent reconnects to the next collector and resends what was
+                        // not acknowledged.
+                        let _ = tx.send(Err(Status::unavailable("the collector is stopping"))).await;
+                        break "the collector is stopping".to_owned();
+                    }
+                };
+                let batch = match next {
                     Ok(Some(b)) => b,
                     Ok(None) => break "the agent closed the stream".to_owned(),
                     Err(e) => break format!("stream error: {e}"),
@@ -302,10 +314,14 @@ impl Observe for Services {
             0
         };
         let (tx, rx) = mpsc::channel::<Result<ObservedRecord, Status>>(256);
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             let mut sent: u64 = 0;
             let limit = u64::from(req.limit);
             loop {
+                // Rows up to this id are looked at by the query below (matching or not): with
+                // a rare filter, following must not rescan them on every commit.
+                let seen_upto = *stored.borrow_and_update();
                 let (r, q) = (reader.clone(), req.clone());
                 let page = tokio::task::spawn_blocking(move || {
                     let r = match r.lock() {
@@ -340,12 +356,18 @@ impl Observe for Services {
                 if full {
                     continue;
                 }
+                // Everything committed before the query was looked at.
+                after = after.max(seen_upto);
                 if !req.follow {
                     return;
                 }
                 tokio::select! {
                     changed = stored.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
+                    _ = stopping.changed() => {
+                        let _ = tx.send(Err(Status::unavailable("the collector is stopping"))).await;
+                        return;
+                    }
                 }
             }
         });
@@ -395,10 +417,20 @@ pub async fn serve(
     metrics: Arc<CollectorMetrics>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stopping) = watch::channel(false);
     let svc = Services {
         writer,
         store_path,
         metrics: metrics.clone(),
+        stopping,
+    };
+    // On shutdown, first end the open streams (agents, `observe -f`): the server returns only
+    // once every connection is closed.
+    let shutdown = async move {
+        shutdown.await;
+        stop_tx.send_replace(true);
+        // Give the streams a moment to send their last Ack and status.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

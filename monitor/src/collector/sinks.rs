@@ -97,7 +97,17 @@ fn run(
         if stopping_since.is_some_and(|t| t.elapsed() >= grace) {
             return Ok(());
         }
-        let records = reader.read_after(cursor, PAGE)?;
+        let records = match reader.read_after(cursor, PAGE) {
+            Ok(r) => r,
+            Err(e) => {
+                // The store is busy or failing: retry, never give up on the sink.
+                metrics.sink_errors.get_or_create(&label).inc();
+                tracing::warn!(sink = %name, error = %e, "reading the store for the sink failed; retrying");
+                pause(backoff, stop, stopping_since.is_some());
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
         let max = *stored.borrow();
         metrics
             .sink_lag
@@ -116,7 +126,7 @@ fn run(
         match sink.write(&records) {
             Ok(()) => {
                 cursor = records.last().map_or(cursor, |r| r.id);
-                cursors.set_sink_cursor(&name, cursor)?;
+                save_cursor(&mut cursors, &name, cursor);
                 metrics
                     .sink_delivered
                     .get_or_create(&label)
@@ -131,7 +141,7 @@ fn run(
                 let done = e.delivered.min(records.len());
                 if done > 0 {
                     cursor = records[done - 1].id;
-                    cursors.set_sink_cursor(&name, cursor)?;
+                    save_cursor(&mut cursors, &name, cursor);
                     metrics
                         .sink_delivered
                         .get_or_create(&label)
@@ -143,9 +153,29 @@ fn run(
                     tracing::warn!(sink = %name, error = %e, retry_in_ms = backoff.as_millis() as u64,
                         "sink write failed; retrying (records stay in the store)");
                 }
-                std::thread::sleep(backoff);
+                pause(backoff, stop, stopping_since.is_some());
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// Sleeps `d`, in steps, returning early when the collector starts stopping (so the grace
+/// period is not spent in a 30 s backoff).
+fn pause(d: Duration, stop: &AtomicBool, already_stopping: bool) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if stop.load(Ordering::Relaxed) && !already_stopping {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+    }
+}
+
+/// Saves the cursor; a failure is logged and the cursor stays in memory (after a restart the
+/// sink's own `last_delivered`, or a few records written again, cover the difference).
+fn save_cursor(store: &mut Store, name: &str, cursor: i64) {
+    if let Err(e) = store.set_sink_cursor(name, cursor) {
+        tracing::warn!(sink = %name, error = %e, "saving the sink's cursor failed");
     }
 }

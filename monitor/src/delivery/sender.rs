@@ -181,7 +181,22 @@ fn unix_ns(t: SystemTime) -> i64 {
 struct InFlight {
     batch_id: u64,
     records: u64,
+    /// The boot and highest seq of the batch's records (`None` for a batch of loss notes).
+    last: Option<(String, u64)>,
     lost_ids: Vec<u64>,
+}
+
+/// What the spool may forget after `ack`: its watermark, but never past the highest record
+/// actually sent in the acknowledged batches (a loss note about later seqs must not
+/// acknowledge records still to be sent).
+fn ack_point(ack_boot: &str, watermark: u64, done: &[InFlight]) -> Option<u64> {
+    let sent = done
+        .iter()
+        .filter_map(|f| f.last.as_ref())
+        .filter(|(b, _)| b == ack_boot)
+        .map(|(_, s)| *s)
+        .max()?;
+    Some(watermark.min(sent))
 }
 
 /// Streams the spool to the collector until stopped.
@@ -192,6 +207,17 @@ pub struct Sender {
     notify: Arc<Notify>,
     metrics: Arc<Metrics>,
     next_batch_id: u64,
+    /// Loss notes already counted in the metrics (a note is resent on every new stream).
+    counted: HashSet<u64>,
+}
+
+/// How a stream ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Stopping, and everything spooled was acknowledged.
+    Drained,
+    /// Stopping, and the grace period ran out with records unacknowledged.
+    Deadline,
 }
 
 /// Why a stream ended.
@@ -225,32 +251,40 @@ impl Sender {
             notify,
             metrics,
             next_batch_id: 1,
+            counted: HashSet::new(),
         }
     }
 
     /// Connects, streams, reconnects, until `stop` resolves; then keeps delivering for at
     /// most `grace` (what is left stays in the spool for the next start).
-    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>, grace: Duration) {
-        tokio::pin!(stop);
+    pub async fn run(
+        mut self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) {
+        // The stop is watched by the stream itself, so the open stream keeps delivering (and
+        // its pending acks count) instead of being torn down and rebuilt.
+        let (stop_tx, mut stopping) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            stop.await;
+            stop_tx.send_replace(true);
+        });
         let mut backoff = Duration::from_millis(100);
         let mut last_warn: Option<Instant> = None;
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            let attempt = self.stream_once(deadline);
-            let res = match deadline {
-                Some(_) => attempt.await,
-                None => tokio::select! {
-                    r = attempt => r,
-                    () = &mut stop => {
-                        deadline = Some(tokio::time::Instant::now() + grace);
-                        tracing::info!(grace_s = grace.as_secs_f64(), "delivering what is spooled before stopping");
-                        continue;
-                    }
-                },
-            };
+            let delivered_before = self.metrics.delivered.get();
+            let res = self.stream_once(&mut stopping, &mut deadline, grace).await;
             self.metrics.delivery_connected.set(0);
+            if self.metrics.delivered.get() > delivered_before {
+                // That stream worked for a while: a new outage starts with short retries and
+                // is logged.
+                backoff = Duration::from_millis(100);
+                last_warn = None;
+            }
             match res {
-                Ok(()) => return, // drained before the deadline
+                Ok(Ended::Drained) => return,
+                Ok(Ended::Deadline) => break,
                 Err(e) => {
                     self.metrics.delivery_errors.inc();
                     // Say it on the first failure and every 30 s after, not on every retry.
@@ -265,19 +299,25 @@ impl Sender {
                     }
                 }
             }
+            if *stopping.borrow() && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + grace);
+            }
             if let Some(d) = deadline
                 && tokio::time::Instant::now() + backoff >= d
             {
-                tracing::warn!(
-                    pending = lock(&self.spool).pending_records(),
-                    "stopping with records not yet acknowledged; they stay in the spool and \
-                     are sent at the next start"
-                );
-                return;
+                break;
             }
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = stopping.changed(), if deadline.is_none() => {}
+            }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+        tracing::warn!(
+            pending = lock(&self.spool).pending_records(),
+            "stopping with records not yet acknowledged; they stay in the spool and are sent at \
+             the next start"
+        );
     }
 
     async fn connect(&self) -> Result<Channel, StreamError> {
@@ -302,8 +342,10 @@ impl Sender {
     /// One connection: returns Ok only when stopping and everything is acknowledged.
     async fn stream_once(
         &mut self,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<(), StreamError> {
+        stopping: &mut tokio::sync::watch::Receiver<bool>,
+        deadline: &mut Option<tokio::time::Instant>,
+        grace: Duration,
+    ) -> Result<Ended, StreamError> {
         let channel = self.connect().await?;
         let mut client = IngestClient::new(channel);
         lock(&self.spool).rewind();
@@ -331,13 +373,21 @@ impl Sender {
                     return Err(StreamError::Closed);
                 }
             }
+            if *stopping.borrow() && deadline.is_none() {
+                *deadline = Some(tokio::time::Instant::now() + grace);
+                tracing::info!(
+                    grace_s = grace.as_secs_f64(),
+                    "delivering what is spooled before stopping"
+                );
+            }
             if deadline.is_some() && in_flight.is_empty() {
                 self.save_ack(unsaved.take(), &[])?;
-                return Ok(());
+                return Ok(Ended::Drained);
             }
             let stop_at = deadline
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(24 * 3600));
             tokio::select! {
+                _ = stopping.changed(), if deadline.is_none() => {}
                 ack = acks.message() => {
                     let ack = ack?.ok_or(StreamError::Closed)?;
                     let Some(pos) = in_flight.iter().position(|f| f.batch_id == ack.batch_id) else {
@@ -345,8 +395,8 @@ impl Sender {
                     };
                     // Acks come in order; earlier batches are covered by this watermark too.
                     let done: Vec<InFlight> = in_flight.drain(..=pos).collect();
-                    if !ack.boot_id.is_empty() {
-                        unsaved = Some((ack.boot_id, ack.watermark));
+                    if let Some(point) = ack_point(&ack.boot_id, ack.watermark, &done) {
+                        unsaved = Some((ack.boot_id, point));
                     }
                     let lost: Vec<u64> = done.iter().flat_map(|f| f.lost_ids.iter().copied()).collect();
                     // Saving an ack rewrites (and fsyncs) a small file under the spool's lock;
@@ -363,7 +413,7 @@ impl Sender {
                 _ = tick.tick() => {}
                 () = tokio::time::sleep_until(stop_at) => {
                     self.save_ack(unsaved.take(), &[])?;
-                    return Ok(());
+                    return Ok(Ended::Deadline);
                 }
             }
         }
@@ -408,10 +458,11 @@ impl Sender {
         let flight = InFlight {
             batch_id,
             records: records.len() as u64,
+            last: records.last().map(|r| (boot_id.to_string(), r.seq)),
             lost_ids: lost.iter().map(|l| l.id).collect(),
         };
         lost_sent.extend(flight.lost_ids.iter().copied());
-        for l in &lost {
+        for l in lost.iter().filter(|l| self.counted.insert(l.id)) {
             self.metrics
                 .lost
                 .get_or_create(&LossLabel {
@@ -469,4 +520,37 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// The spool directory's default: under the node's state directory.
 pub fn default_spool_dir() -> PathBuf {
     PathBuf::from("/var/lib/monitor/spool")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flight(last: Option<(&str, u64)>) -> InFlight {
+        InFlight {
+            batch_id: 1,
+            records: 1,
+            last: last.map(|(b, s)| (b.to_owned(), s)),
+            lost_ids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_ack_never_forgets_records_not_yet_sent() {
+        // The collector's watermark jumped to 536 because of a loss note about 535-536, but
+        // only seqs up to 100 were sent: 101-534 must stay in the spool.
+        assert_eq!(ack_point("b", 536, &[flight(Some(("b", 100)))]), Some(100));
+        assert_eq!(ack_point("b", 80, &[flight(Some(("b", 100)))]), Some(80));
+        assert_eq!(
+            ack_point(
+                "b",
+                300,
+                &[flight(Some(("b", 100))), flight(Some(("b", 250)))]
+            ),
+            Some(250)
+        );
+        // A batch of loss notes only, or another boot's records: nothing to forget.
+        assert_eq!(ack_point("", 0, &[flight(None)]), None);
+        assert_eq!(ack_point("b", 90, &[flight(Some(("a", 100)))]), None);
+    }
 }

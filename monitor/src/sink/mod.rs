@@ -104,9 +104,11 @@ impl RecordKey {
         }
     }
 
-    /// Whether `r` has this key (without allocating).
+    /// Whether `r` has this key (without allocating). Seq 0 is not a key: it is what every
+    /// collector-made loss record has, so it matches nothing (a sink whose last line is one
+    /// resumes from its saved cursor instead).
     pub fn matches(&self, r: &StoredRecord) -> bool {
-        self.seq == r.seq && self.node == r.node && self.boot_id == r.boot_id
+        self.seq != 0 && self.seq == r.seq && self.node == r.node && self.boot_id == r.boot_id
     }
 
     /// Parses `<node>:<boot_id>:<seq>` (the form [`fmt::Display`] writes). The node may

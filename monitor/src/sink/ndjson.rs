@@ -41,6 +41,9 @@ impl NdjsonSink {
 struct KeyFields {
     node: String,
     boot_id: String,
+    /// Absent in the loss records the collector makes from in-band notes: key seq 0, which
+    /// matches nothing (see [`RecordKey::matches`]).
+    #[serde(default)]
     seq: u64,
 }
 
@@ -167,6 +170,42 @@ mod tests {
         sink.write(&recs).unwrap();
         assert!(!opts.rotated(1).exists());
         assert_eq!(fs::read_to_string(&path).unwrap(), lines(&recs[3..]));
+    }
+
+    #[test]
+    fn a_collector_made_loss_record_as_last_line_reopens_and_matches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.ndjson");
+        let mut recs = batch(1, 3);
+        // As the store makes it from an in-band note: no `seq`, StoredRecord.seq 0.
+        let loss = StoredRecord {
+            id: 99,
+            node: NODE.into(),
+            boot_id: BOOT.into(),
+            seq: 0,
+            kind: "loss".into(),
+            time_ns: 0,
+            json: format!(
+                r#"{{"kind":"loss","time":"2026-11-22T00:00:00Z","node":"{NODE}","boot_id":"{BOOT}","stage":"spool","reason":"cap","count":5,"first_seq":1,"last_seq":5}}"#
+            ),
+        };
+        recs.push(loss.clone());
+        NdjsonSink::file(FileOptions::new(&path))
+            .unwrap()
+            .write(&recs)
+            .unwrap();
+        // The collector restarts: the sink must open (it used to refuse the line as foreign).
+        let mut sink = NdjsonSink::file(FileOptions::new(&path)).unwrap();
+        let k = sink.last_delivered().unwrap().unwrap();
+        assert_eq!(k.seq, 0);
+        assert!(!k.matches(&loss), "seq 0 is no key");
+        // Resuming from the saved cursor writes what follows, skipping nothing.
+        let more = batch(4, 2);
+        sink.write(&more).unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            lines(&recs) + &lines(&more)
+        );
     }
 
     #[test]

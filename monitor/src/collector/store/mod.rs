@@ -297,8 +297,9 @@ impl Store {
     /// Stores a batch of `node`'s incarnation `boot_id` in one transaction, committed (durable)
     /// before this returns: records already held (same node, boot_id, seq) are skipped and
     /// counted, each `LostRecords` not already stored becomes a `loss` row (docs/records.md),
-    /// and the watermark of (node, boot_id) is raised to the highest seq stored or reported
-    /// lost. A record whose JSON is unusable is stored anyway and counted in `malformed`.
+    /// and the watermark of (node, boot_id) is raised to the highest seq stored, or reported
+    /// lost by a note that continues it (a note about later seqs does not acknowledge the
+    /// records before it). A record whose JSON is unusable is stored anyway and counted in `malformed`.
     pub fn insert_batch(
         &mut self,
         node: &str,
@@ -398,9 +399,22 @@ impl Store {
                     last_id = tx.last_insert_rowid();
                     first_id.get_or_insert(last_id);
                 }
-                match marks.iter_mut().find(|(b, _)| *b == lost_boot) {
-                    Some(m) => m.1 = m.1.max(l.last_seq),
-                    None => marks.push((lost_boot, l.last_seq)),
+                // A note raises the watermark only when it continues it: a note about seqs
+                // beyond records not yet received must not acknowledge those records.
+                let current = match marks.iter().find(|(b, _)| *b == lost_boot) {
+                    Some(m) => m.1,
+                    None => 0,
+                }
+                .max(
+                    query::watermark_on(&tx, node, lost_boot)
+                        .map_err(sql_err(path, "reading the watermark"))?,
+                );
+                if l.first_seq <= current.saturating_add(1) {
+                    let raised = current.max(l.last_seq);
+                    match marks.iter_mut().find(|(b, _)| *b == lost_boot) {
+                        Some(m) => m.1 = raised,
+                        None => marks.push((lost_boot, raised)),
+                    }
                 }
             }
             let mut mark = tx
@@ -409,7 +423,7 @@ impl Store {
                      ON CONFLICT (node, boot_id) DO UPDATE SET seq = max(seq, excluded.seq)",
                 )
                 .map_err(sql_err(path, "preparing the watermark update"))?;
-            for (b, seq) in &marks {
+            for (b, seq) in marks.iter().filter(|(b, _)| !b.is_empty()) {
                 mark.execute(params![node, b, seq_i64(*seq)])
                     .map_err(sql_err(path, "updating a watermark"))?;
             }
