@@ -153,7 +153,6 @@ pub fn run(
         engine: policy.map(|p| Engine::new(p, Clock::boot_ns())),
         quarantine: QuarantineBook::default(),
         metrics,
-        dirty: false,
     };
     let mut last_poll = Instant::now();
     let mut last_loss = Instant::now();
@@ -222,10 +221,10 @@ pub fn run(
         }
         agent.emit(identity, out)?;
         // Everything written this round goes out now, including what the once-a-second work
-        // wrote (policy events, attestations, closed windows) on an otherwise quiet node.
-        if std::mem::take(&mut agent.dirty) {
-            out.flush()?;
-        }
+        // wrote (policy events, attestations, closed windows) on an otherwise quiet node; a
+        // flush with nothing new is free, and lets the delivery output retry a failed spool
+        // write without waiting for the next record.
+        out.flush()?;
         wait_readable(capture.ring.as_raw_fd(), cfg.drain_every);
     }
 }
@@ -265,8 +264,6 @@ struct Agent {
     quarantine: QuarantineBook,
     /// Prometheus metrics.
     metrics: Arc<Metrics>,
-    /// Something was written since the last flush.
-    dirty: bool,
 }
 
 /// One output line: the record with its sequence number and incarnation.
@@ -376,7 +373,6 @@ impl Agent {
     fn write(&mut self, r: &Record, out: &mut dyn RecordOut) -> Result<(), AgentError> {
         self.line.clear();
         self.seq += 1;
-        self.dirty = true;
         self.metrics.record(r.kind());
         if let Record::Violation(v) = r {
             self.metrics

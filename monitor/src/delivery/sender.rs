@@ -70,6 +70,8 @@ pub struct SpoolOut<W: Write> {
     metrics: Arc<Metrics>,
     /// Records the spool refused (disk full, I/O error) and that were dropped after retrying.
     dropped: u64,
+    /// The last spool flush failed: flush again even without new records.
+    unflushed: bool,
 }
 
 /// Records held in memory while the spool refuses writes, before the oldest are dropped.
@@ -91,6 +93,7 @@ impl<W: Write> SpoolOut<W> {
             tee,
             metrics,
             dropped: 0,
+            unflushed: false,
         }
     }
 }
@@ -106,7 +109,7 @@ impl<W: Write> RecordOut for SpoolOut<W> {
     /// Spools the pending records, then copies them to the tee: a record on stdout is
     /// always already in the spool file.
     fn flush(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.unflushed {
             return Ok(());
         }
         let now = unix_ns(SystemTime::now());
@@ -127,6 +130,9 @@ impl<W: Write> RecordOut for SpoolOut<W> {
         {
             failure = Some(e);
         }
+        // Appended but not handed to the file (or held back): retry on the next call, even
+        // if no new record comes (the agent calls flush every drain round).
+        self.unflushed = failure.is_some();
         self.metrics.spool_bytes.set(spool.bytes() as i64);
         drop(spool);
         if let Some(t) = &mut self.tee {

@@ -53,9 +53,20 @@ impl Spool {
             }
             let want = remaining.min(chunk.max(need));
             need = 0;
-            if !self.read_at(pos, self.cursor.offset, want)? {
-                self.corrupt_at_cursor(pos, "file shorter than written")?;
-                continue;
+            match self.read_at(pos, self.cursor.offset, want) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.corrupt_at_cursor(pos, "file shorter than written")?;
+                    continue;
+                }
+                Err(e) => {
+                    // A segment that cannot be read (deleted, I/O error) would stop delivery
+                    // for good if retried: note its unread records as lost and go on.
+                    warn!(error = %e, "spool: segment unreadable");
+                    self.reader = None;
+                    self.corrupt_at_cursor(pos, "segment unreadable")?;
+                    continue;
+                }
             }
             let boot = self.segments[pos].boot.clone();
             let acked = match &self.ack {

@@ -782,3 +782,25 @@ proptest! {
         run_model(max_bytes, segment_bytes, ops);
     }
 }
+
+#[test]
+fn an_unreadable_segment_is_reported_lost_and_delivery_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sp, _) = open(dir.path(), opts(1 << 20, 4096));
+    sp.begin_boot("a").unwrap();
+    append_n(&mut sp, "a", 1..=60, 200);
+    sp.flush().unwrap();
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3, "several segments: {files:?}");
+    // The oldest segment vanishes (or fails with EIO) before it is read.
+    fs::remove_file(&files[0]).unwrap();
+    let got = drain(&mut sp);
+    let lost = sp.pending_lost().to_vec();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0].reason, LostReason::Corrupt);
+    assert_eq!(lost[0].first_seq, 1);
+    let first_delivered = got.first().unwrap().1;
+    assert_eq!(lost[0].last_seq, first_delivered - 1, "{lost:?}");
+    assert_eq!(lost[0].count, first_delivered - 1);
+    assert_eq!(got, seqs("a", first_delivered..=60));
+}
