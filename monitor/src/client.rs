@@ -1,7 +1,7 @@
 //! The CLI's side of the collector: connecting with mTLS, time arguments (`15m`, `21d`,
 //! RFC 3339), and the table `monitor observe` prints on a terminal.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
@@ -52,16 +52,15 @@ pub fn tls_files(args: &ClientTlsArgs, name: &str) -> Result<Option<TlsFiles>, C
     if args.insecure {
         return Ok(None);
     }
-    let from_dir = args.tls_dir.as_ref().map(|d| TlsFiles::in_dir(d, name));
-    let pick =
-        |explicit: &Option<PathBuf>, dir: Option<&PathBuf>| explicit.clone().or(dir.cloned());
-    let ca = pick(&args.ca, from_dir.as_ref().map(|f| &f.ca));
-    let cert = pick(&args.cert, from_dir.as_ref().map(|f| &f.cert));
-    let key = pick(&args.key, from_dir.as_ref().map(|f| &f.key));
-    match (ca, cert, key) {
-        (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles { ca, cert, key })),
-        _ => Err(ClientError::NoTls { name: name.into() }),
-    }
+    TlsFiles::resolve(
+        args.tls_dir.as_deref(),
+        name,
+        args.ca.as_deref(),
+        args.cert.as_deref(),
+        args.key.as_deref(),
+    )
+    .map(Some)
+    .ok_or_else(|| ClientError::NoTls { name: name.into() })
 }
 
 /// Checks the URL's scheme against the TLS choice; returns the host (default server name).
@@ -245,6 +244,8 @@ pub fn table_row(r: &ObservedRecord) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]

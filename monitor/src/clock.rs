@@ -12,6 +12,11 @@ fn now_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
+/// Wall-clock time now, Unix nanoseconds (what delivery, the store and the CLI stamp with).
+pub fn unix_now_ns() -> i64 {
+    i64::try_from(now_ns(libc::CLOCK_REALTIME)).unwrap_or(i64::MAX)
+}
+
 /// Converts boot-time nanoseconds to wall-clock time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {

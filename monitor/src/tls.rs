@@ -94,6 +94,26 @@ impl TlsFiles {
         }
     }
 
+    /// The files from a `--tls-dir` (named for `name`), each overridden by an explicit
+    /// `--ca`/`--cert`/`--key`; `None` unless all three are known.
+    pub fn resolve(
+        dir: Option<&Path>,
+        name: &str,
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Option<Self> {
+        let from_dir = dir.map(|d| Self::in_dir(d, name));
+        let pick = |explicit: Option<&Path>, dir: Option<&PathBuf>| {
+            explicit.map(Path::to_path_buf).or_else(|| dir.cloned())
+        };
+        Some(Self {
+            ca: pick(ca, from_dir.as_ref().map(|f| &f.ca))?,
+            cert: pick(cert, from_dir.as_ref().map(|f| &f.cert))?,
+            key: pick(key, from_dir.as_ref().map(|f| &f.key))?,
+        })
+    }
+
     fn describe(&self) -> String {
         format!(
             "ca {}, cert {}, key {}",

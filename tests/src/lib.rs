@@ -333,11 +333,7 @@ impl Drop for Agent {
 /// given. nsenter execs the program, so the child's PID is the program's.
 pub fn in_netns(netns: Option<&str>, program: &Path) -> Command {
     match netns {
-        Some(ns) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net=/run/netns/{ns}")).arg(program);
-            c
-        }
+        Some(ns) => xtask::lab::nsenter(ns, program),
         None => Command::new(program),
     }
 }

@@ -303,9 +303,7 @@ fn metrics_and_health_endpoint_count_records_and_failed_reloads() {
         .unwrap();
     assert!(st.success());
     // nsenter, not `ip netns exec`: the latter remounts /sys, hiding the cgroup file systems.
-    let mut agent = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{node_ns}"))
-        .arg(monitor_bin())
+    let mut agent = xtask::lab::nsenter(node_ns, &monitor_bin())
         .args(["agent", "--metrics-addr", "127.0.0.1:9464", "--inventory"])
         .arg(lab.inventory_path())
         .arg("--policy")

@@ -188,9 +188,7 @@ fn a_thirty_second_collector_outage_loses_and_duplicates_nothing() {
 
     // A non-Rust client (Python grpcio, stubs generated from proto/monitor.proto at run time)
     // reads the same http records back through Observe, over mTLS with the `cli` certificate.
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", lab.node_netns()))
-        .arg("/usr/bin/python3")
+    let out = xtask::lab::nsenter(lab.node_netns(), Path::new("/usr/bin/python3"))
         .arg(repo_root().join("tests/clients/observe.py"))
         .args(["--target", &format!("127.0.0.1:{}", collector.port)])
         .arg("--proto")
@@ -370,9 +368,7 @@ fn an_agent_without_a_trusted_client_certificate_is_refused_and_nothing_is_store
         "nothing reached the sink"
     );
     // And nothing is in the store: ask it (with the real CLI certificate).
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", lab.node_netns()))
-        .arg(monitor_bin())
+    let out = xtask::lab::nsenter(lab.node_netns(), &monitor_bin())
         .args(["observe", "--collector", &collector.url(), "--tls-dir"])
         .arg(&certs)
         .args(["-o", "json"])
@@ -388,6 +384,23 @@ fn an_agent_without_a_trusted_client_certificate_is_refused_and_nothing_is_store
         "",
         "the store holds no record"
     );
+}
+
+/// Agent arguments: deliver to `url` with a 1 MiB spool (so 256 KiB segments), printing too.
+fn small_spool_args(url: &str, certs: &Path, spool: &Path) -> Vec<String> {
+    [
+        "--collector",
+        url,
+        "--tls-dir",
+        &certs.display().to_string(),
+        "--spool-dir",
+        &spool.display().to_string(),
+        "--spool-max-mib",
+        "1",
+        "--stdout",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// The oldest spool segment file.
@@ -412,17 +425,8 @@ fn a_corrupted_spool_segment_is_skipped_and_reported_as_loss() {
     let spool = spool_dir(&lab, "spool");
     // No collector yet: everything stays in the spool. A 1 MiB cap makes 256 KiB segments.
     let url = "https://127.0.0.1:17444";
-    let args = [
-        "--collector",
-        url,
-        "--tls-dir",
-        certs.to_str().unwrap(),
-        "--spool-dir",
-        spool.to_str().unwrap(),
-        "--spool-max-mib",
-        "1",
-        "--stdout",
-    ];
+    let args = small_spool_args(url, &certs, &spool);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let first = Agent::start_in_node(&lab, &args).unwrap();
     // ~700 keep-alive requests in one curl: ~550 KiB of records, below the cap.
     let urls: Vec<String> = (0..700)
@@ -503,17 +507,8 @@ fn a_full_spool_drops_its_oldest_segment_and_reports_it_as_loss() {
     let spool = spool_dir(&lab, "spool");
     // No collector yet, and a 1 MiB cap (256 KiB segments): ~2,000 keep-alive requests make
     // ~1.6 MB of records, so the oldest segments must go.
-    let args = [
-        "--collector",
-        "https://127.0.0.1:17445",
-        "--tls-dir",
-        certs.to_str().unwrap(),
-        "--spool-dir",
-        spool.to_str().unwrap(),
-        "--spool-max-mib",
-        "1",
-        "--stdout",
-    ];
+    let args = small_spool_args("https://127.0.0.1:17445", &certs, &spool);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let agent = Agent::start_in_node(&lab, &args).unwrap();
     for chunk in 0..4 {
         let urls: Vec<String> = (0..500)

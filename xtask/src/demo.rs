@@ -417,7 +417,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
         sink_file.display()
     ));
     let cli = |args: &[&str]| -> Result<String> {
-        let mut cmd = in_netns(lab.node_netns(), &bin);
+        let mut cmd = crate::lab::nsenter(lab.node_netns(), &bin);
         cmd.args(args)
             .args(["--collector", COLLECTOR_URL, "--tls-dir"])
             .arg(&certs)
@@ -1213,14 +1213,6 @@ pub fn checklist(records: &[Value]) -> Vec<Check> {
 /// Where the demo's collector listens (inside the lab's node netns).
 pub const COLLECTOR_URL: &str = "https://127.0.0.1:7443";
 
-/// `bin` as a command inside network namespace `netns` (nsenter keeps the mount namespace,
-/// so the agent still sees the cgroup tree; it execs, so the PID is the program's).
-fn in_netns(netns: &str, bin: &Path) -> Command {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{netns}")).arg(bin);
-    c
-}
-
 /// The demo's collector; stopped (SIGTERM, then SIGKILL) on drop.
 struct Collector {
     child: Child,
@@ -1241,7 +1233,7 @@ impl Collector {
         let _ = std::fs::remove_file(ready);
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let mut cmd = in_netns(netns, bin);
+        let mut cmd = crate::lab::nsenter(netns, bin);
         cmd.args(["collector", "--listen", "127.0.0.1:7443", "--tls-dir"])
             .arg(certs)
             .arg("--store")
@@ -1348,7 +1340,7 @@ impl Agent {
         echo_logs: bool,
     ) -> Result<Self> {
         let _ = std::fs::remove_file(ready);
-        let mut cmd = in_netns(netns, bin);
+        let mut cmd = crate::lab::nsenter(netns, bin);
         cmd.arg("agent")
             .arg("--inventory")
             .arg(inventory)

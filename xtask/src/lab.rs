@@ -29,6 +29,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 pub use servers::{ECHO_PY, SERVER_PY};
+
+/// `program` as a command inside network namespace `netns`, entered with nsenter: unlike
+/// `ip netns exec` it keeps this mount namespace (so /sys still shows the cgroup tree, which
+/// the agent needs), and it execs, so the child's PID is the program's.
+pub fn nsenter(netns: &str, program: &Path) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{netns}")).arg(program);
+    c
+}
 pub use state::{LabProcess, ProcessId, STATE_DIR, State};
 
 use crate::inventory::Inventory;

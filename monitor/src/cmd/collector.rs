@@ -30,20 +30,15 @@ pub fn run(args: CollectorArgs) -> anyhow::Result<()> {
         );
         None
     } else {
-        let dir = args
-            .tls_dir
-            .as_ref()
-            .map(|d| TlsFiles::in_dir(d, "collector"));
-        let pick = |explicit: &Option<std::path::PathBuf>, f: Option<std::path::PathBuf>| {
-            explicit.clone().or(f)
-        };
-        let files = match (
-            pick(&args.ca, dir.as_ref().map(|d| d.ca.clone())),
-            pick(&args.cert, dir.as_ref().map(|d| d.cert.clone())),
-            pick(&args.key, dir.as_ref().map(|d| d.key.clone())),
+        let files = match TlsFiles::resolve(
+            args.tls_dir.as_deref(),
+            "collector",
+            args.ca.as_deref(),
+            args.cert.as_deref(),
+            args.key.as_deref(),
         ) {
-            (Some(ca), Some(cert), Some(key)) => TlsFiles { ca, cert, key },
-            _ => bail!(
+            Some(files) => files,
+            None => bail!(
                 "the collector needs its certificate, key and the CA that signs clients: give \
                  --tls-dir DIR (ca.pem, collector.pem, collector.key; `monitor certs init` makes \
                  them) or --ca/--cert/--key; --insecure serves without TLS (lab only)"

@@ -14,17 +14,13 @@ use crate::{
     },
 };
 
-fn now_ns() -> i64 {
-    crate::collector::server::unix_ns(std::time::SystemTime::now())
-}
-
 fn status_error(s: &tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("the collector answered {:?}: {}", s.code(), s.message())
 }
 
 /// Streams matching records to stdout until the stream ends (or forever with --follow).
 pub async fn observe(args: ObserveArgs) -> anyhow::Result<()> {
-    let now = now_ns();
+    let now = crate::clock::unix_now_ns();
     let req = ObserveRequest {
         kind: args.kind,
         rule: args.rule,
@@ -73,7 +69,7 @@ pub async fn observe(args: ObserveArgs) -> anyhow::Result<()> {
 
 /// Asks for a report and prints it.
 pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let now = now_ns();
+    let now = crate::clock::unix_now_ns();
     let subject = match (args.path, args.rule, args.pod) {
         (Some(p), _, _) => Subject::Path(p),
         (_, Some(r), _) => Subject::Rule(r),

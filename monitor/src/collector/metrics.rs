@@ -97,7 +97,7 @@ impl CollectorMetrics {
         );
         registry.register(
             "sink_lag_records",
-            "Records stored but not yet delivered by each sink",
+            "Records stored but not yet delivered by each sink (row-id distance: an upper bound)",
             m.sink_lag.clone(),
         );
         Arc::new(Self { registry, ..m })

@@ -6,13 +6,7 @@
 //! their own connections; SQLite's WAL lets them read while the writer commits. A `watch`
 //! channel carries the highest stored row id, waking followers and sinks.
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    pin::Pin,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{net::SocketAddr, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -111,7 +105,7 @@ impl Writer {
                     let _ = job.reply.send(res);
                     if last_retention.elapsed() >= RETENTION_EVERY {
                         last_retention = std::time::Instant::now();
-                        match store.apply_retention(unix_ns(SystemTime::now())) {
+                        match store.apply_retention(crate::clock::unix_now_ns()) {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(deleted = n, "retention: old records deleted"),
                             Err(e) => tracing::error!(error = %e, "retention failed"),
@@ -180,11 +174,6 @@ fn check_gap(store: &Store, job: &WriteJob, metrics: &CollectorMetrics) {
         tracing::warn!(node = %job.node, boot_id = %job.boot_id, first = lo, last = hi,
             "records missing from the agent's sequence with no loss note");
     }
-}
-
-pub(crate) fn unix_ns(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The three services.

@@ -13,7 +13,7 @@ use std::{
     io::{self, Write},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use tokio::sync::Notify;
@@ -112,7 +112,7 @@ impl<W: Write> RecordOut for SpoolOut<W> {
         if self.pending.is_empty() && !self.unflushed {
             return Ok(());
         }
-        let now = unix_ns(SystemTime::now());
+        let now = crate::clock::unix_now_ns();
         let mut spool = lock(&self.spool);
         let mut written = 0;
         let mut start = 0;
@@ -175,11 +175,6 @@ impl<W: Write> RecordOut for SpoolOut<W> {
         self.notify.notify_one();
         Ok(())
     }
-}
-
-fn unix_ns(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// What one in-flight batch covered.
@@ -342,7 +337,9 @@ impl Sender {
                 .tls_config(crate::tls::client_config(files, &self.target.server_name)?)
                 .map_err(|e| err(e.to_string()))?;
         }
-        ep.connect().await.map_err(|e| err(error_chain(&e)))
+        ep.connect()
+            .await
+            .map_err(|e| err(crate::client::error_chain(&e)))
     }
 
     /// One connection: returns Ok only when stopping and everything is acknowledged.
@@ -509,18 +506,6 @@ impl Sender {
         };
         Ok(Some((batch, flight)))
     }
-}
-
-/// An error and its sources on one line (tonic's transport errors hide the cause otherwise).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The spool directory's default: under the node's state directory.

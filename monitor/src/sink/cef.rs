@@ -184,10 +184,7 @@ fn label_key(k: &'static str) -> &'static str {
 }
 
 fn rfc3339_ms(v: &Value) -> Option<i64> {
-    let t =
-        time::OffsetDateTime::parse(v.as_str()?, &time::format_description::well_known::Rfc3339)
-            .ok()?;
-    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
+    crate::collector::store::parse_rfc3339_ns(v.as_str()?).map(|ns| ns.div_euclid(1_000_000))
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {

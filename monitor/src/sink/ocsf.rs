@@ -122,9 +122,7 @@ fn ms(ns: i64) -> i64 {
 
 /// An RFC 3339 time → Unix ms.
 fn rfc3339_ms(v: &Value) -> Option<i64> {
-    let s = v.as_str()?;
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
+    crate::collector::store::parse_rfc3339_ns(v.as_str()?).map(|ns| ns.div_euclid(1_000_000))
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {

@@ -143,8 +143,8 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 
 /// Parses an RFC 3339 time (`2026-11-22T06:22:52.775828885Z`, any fraction length, `Z` or a
 /// `±HH:MM` offset) into Unix nanoseconds. Hand-written because it runs once per stored record
-/// and the formats agents write are this narrow. A leap second (`:60`) counts as `:59`.
-pub(crate) fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+/// and the formats agents write are this narrow; the sinks use it too (one parser). A leap second (`:60`) counts as `:59`.
+pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(r)?;

@@ -18,12 +18,12 @@ mod query;
 use std::{
     ops::RangeInclusive,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-pub use extract::format_rfc3339;
+pub use extract::{format_rfc3339, parse_rfc3339_ns};
 
 use crate::proto;
 
@@ -186,14 +186,6 @@ pub struct StoreReader {
 pub struct Store {
     inner: StoreReader,
     options: StoreOptions,
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_nanos()).ok())
-        .unwrap_or(0)
 }
 
 /// SQLite integers are i64; sequence numbers beyond i64::MAX (never made by an agent) saturate.
@@ -375,7 +367,7 @@ impl Store {
             let mut ins_loss = tx
                 .prepare_cached(INSERT_LOSS)
                 .map_err(sql_err(path, "preparing the loss insert"))?;
-            let now = now_ns();
+            let now = crate::clock::unix_now_ns();
             for l in lost {
                 let lost_boot = if l.boot_id.is_empty() {
                     boot_id
