@@ -127,6 +127,8 @@ pub enum CloseReason {
     Idle = 3,
     /// Still open when the agent stopped (reported by the agent, never by the kernel).
     AgentStopped = 4,
+    /// Still open at the end of a capture file (`monitor analyze`; never the kernel).
+    CaptureEnd = 5,
 }
 
 impl CloseReason {
@@ -137,6 +139,7 @@ impl CloseReason {
             Self::Rst => "rst",
             Self::Idle => "idle",
             Self::AgentStopped => "agent-stopped",
+            Self::CaptureEnd => "capture-end",
         }
     }
 
@@ -147,6 +150,7 @@ impl CloseReason {
             2 => Some(Self::Rst),
             3 => Some(Self::Idle),
             4 => Some(Self::AgentStopped),
+            5 => Some(Self::CaptureEnd),
             _ => None,
         }
     }

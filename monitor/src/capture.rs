@@ -400,6 +400,57 @@ impl Capture {
     }
 }
 
+impl crate::pipeline::Source for Capture {
+    fn drain(
+        &mut self,
+        f: &mut dyn for<'a> FnMut(
+            Result<
+                monitor_common::record::user::Record<'a>,
+                monitor_common::record::user::DecodeError,
+            >,
+        ),
+    ) {
+        while let Some(item) = self.ring.next() {
+            f(monitor_common::record::user::decode(&item));
+        }
+    }
+
+    fn flow(&self, cookie: u64) -> Option<FlowState> {
+        Capture::flow(self, cookie)
+    }
+
+    fn flows(&self) -> Vec<(u64, FlowState)> {
+        Capture::flows(self)
+    }
+
+    fn remove_flow(&mut self, cookie: u64) {
+        Capture::remove_flow(self, cookie);
+    }
+
+    fn losses(&self) -> Result<Vec<crate::pipeline::LossCount>, CaptureError> {
+        let counters = self.counters()?;
+        Ok(Counter::ALL
+            .into_iter()
+            .filter(|c| c.is_loss())
+            .map(|c| ("kernel", c.name(), counters[c as usize]))
+            .collect())
+    }
+
+    fn set_quarantine(&mut self, entries: &[(u64, u64)]) -> Result<(), CaptureError> {
+        Capture::set_quarantine(self, entries)
+    }
+
+    fn quarantine_stats(
+        &self,
+    ) -> Result<std::collections::HashMap<u64, QuarantineStats>, CaptureError> {
+        Capture::quarantine_stats(self)
+    }
+
+    fn set_local_peers(&mut self, ips: &[std::net::IpAddr]) -> Result<(), CaptureError> {
+        Capture::set_local_peers(self, ips)
+    }
+}
+
 /// The cgroup v2 id of the cgroup directory `path`: the inode number of the directory, which is
 /// what `bpf_skb_cgroup_id` reports for sockets in that cgroup.
 pub fn cgroup_id(path: &Path) -> io::Result<u64> {

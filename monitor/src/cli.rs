@@ -62,6 +62,29 @@ pub enum Command {
     /// Example: monitor report --tls-dir certs --path /internal/admin/v0/users/lookup --since 21d
     Report(ReportArgs),
 
+    /// Analyse packet captures (pcap or pcapng) through the agent's own pipeline: the same
+    /// HTTP parsing, identity, policy rules, baselines and records, on the capture's own
+    /// timestamps.
+    ///
+    /// Reads Ethernet, Linux cooked (SLL, SLL2: `tcpdump -i any`) and raw IP captures, IPv4
+    /// and IPv6; puts TCP segments back in order (out-of-order and retransmitted segments are
+    /// handled, missing ones counted and reported as loss records). Several files are merged by
+    /// timestamp. Writes the selected record kinds (default: violations and losses) as NDJSON
+    /// on stdout, or to --sink; with --store, every record goes into a collector store too, so
+    /// that `monitor collector --store FILE --retention-days 0` answers `monitor report` and
+    /// `monitor observe` on them. A summary goes to stderr; progress too, on a terminal.
+    ///
+    /// Capture on one interface (a pod's veth, the node's uplink, a mirror port): with
+    /// `tcpdump -i any`, a packet crossing two interfaces is seen twice and counted as a
+    /// retransmission.
+    ///
+    /// Exit status: 0, or 1 when a file could not be read to its end (what came before the
+    /// damage is still analysed and written).
+    ///
+    /// Example: monitor analyze node-a.pcap --inventory inventory.yaml --policy policy.yaml \
+    ///          --store incident.db
+    Analyze(AnalyzeArgs),
+
     /// Make a CA and certificates for the collector, agents and the CLI (for the lab and for
     /// clusters without cert-manager).
     Certs {
@@ -93,6 +116,79 @@ pub enum PolicyCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+
+    /// Re-evaluate the stored history (a collector store) under a candidate policy, and print
+    /// what would have fired that did not, and what fired that would no longer, grouped by rule
+    /// and source.
+    ///
+    /// Replays the stored HTTP exchanges and flows, in time order, through the same rules and
+    /// baselines as the agent. What "fired" is the violations stored in the same time range.
+    /// Query values in stored records are already redacted (unless the policy in force kept
+    /// them), so rules on query values see what the store holds.
+    ///
+    /// Example: monitor policy dry-run --policy new-policy.yaml --store collector.db --since 7d
+    DryRun(DryRunArgs),
+}
+
+/// `monitor policy dry-run` options.
+#[derive(Debug, clap::Args)]
+pub struct DryRunArgs {
+    /// The candidate policy.
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// The collector's store (SQLite; read only: safe while the collector runs).
+    #[arg(long, value_name = "FILE")]
+    pub store: PathBuf,
+    /// Start of the history: a duration back from now (`15m`, `7d`) or RFC 3339.
+    #[arg(long, default_value = "7d")]
+    pub since: String,
+    /// End of the history (default: now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this node's records.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Output: `text` (grouped tables) or `json` (one object).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub output: String,
+}
+
+/// `monitor analyze` options.
+#[derive(Debug, clap::Args)]
+pub struct AnalyzeArgs {
+    /// Capture files (pcap or pcapng), merged by timestamp.
+    #[arg(required = true, value_name = "CAPTURE")]
+    pub captures: Vec<PathBuf>,
+    /// Who is who: an inventory YAML (pods and named external hosts with their IPs).
+    /// Both ends of every flow are identified by address.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: PathBuf,
+    /// The policy to evaluate (docs/policy.md). Without one, no violations are found and every
+    /// query value is redacted.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Where the selected records go (repeatable; see `monitor collector --help` for specs).
+    #[arg(long = "sink", value_name = "SPEC", default_value = "ndjson:stdout")]
+    pub sinks: Vec<String>,
+    /// Record kinds sent to the sinks, comma-separated (http, flow, loss, violation, policy,
+    /// quarantine), or `all`.
+    #[arg(long, default_value = "violation,loss", value_delimiter = ',')]
+    pub kinds: Vec<String>,
+    /// Also store every record in this collector store (SQLite; created if missing).
+    #[arg(long, value_name = "FILE")]
+    pub store: Option<PathBuf>,
+    /// Node name written in the records (default: the inventory's node).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Flows without a packet for this many seconds (capture time) are closed.
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Most flows tracked at once; more are ignored and reported as `flow-table-full` losses.
+    #[arg(long, default_value_t = 262_144)]
+    pub max_flows: usize,
+    /// No progress line, even on a terminal.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `monitor agent` options.
@@ -238,7 +334,8 @@ pub struct CollectorArgs {
     )]
     pub store: PathBuf,
 
-    /// Delete records older than this many days.
+    /// Delete records older than this many days (by the time they happened); 0 keeps
+    /// everything (a store of analysed captures, whose records may be months old).
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
     pub retention_days: u64,
 

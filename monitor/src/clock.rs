@@ -32,6 +32,11 @@ impl Clock {
         }
     }
 
+    /// For timestamps that are already Unix nanoseconds (a capture file's).
+    pub const fn unix() -> Self {
+        Self { offset: 0 }
+    }
+
     /// Boot-time nanoseconds now (the kernel programs' clock).
     pub fn boot_ns() -> u64 {
         u64::try_from(now_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)

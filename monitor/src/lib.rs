@@ -9,7 +9,11 @@
 //! - [`record`]: the NDJSON records the agent emits (the contract with consumers).
 //! - [`metrics`]: Prometheus metrics and the `/metrics` + `/healthz` endpoint.
 //! - [`clock`]: kernel boot-time nanoseconds to wall-clock time.
-//! - [`agent`]: the drain loop tying the above together.
+//! - [`pipeline`]: records in, records out: reassembly, identity, policy, redaction, losses;
+//!   one code path for the live agent and for capture files.
+//! - [`agent`]: the live node agent: the kernel programs feeding the pipeline.
+//! - [`analyze`]: packet captures through the same pipeline (`monitor analyze`).
+//! - [`dry_run`]: the stored history under a candidate policy (`monitor policy dry-run`).
 //! - [`delivery`]: the agent's spool and gRPC sender to the collector.
 //! - [`collector`]: the collector: gRPC ingest over mTLS, store, Observe and Report.
 //! - [`sink`]: SIEM sinks fed by the collector (NDJSON, OCSF, syslog/CEF over TLS).
@@ -18,6 +22,7 @@
 //! - [`cli`]: command-line definitions; [`cmd`]: each subcommand's edge (anyhow errors);
 //!   [`client`]: the CLI's connection to the collector and its output.
 pub mod agent;
+pub mod analyze;
 pub mod capture;
 pub mod cli;
 pub mod client;
@@ -26,9 +31,11 @@ pub mod cmd;
 pub mod collector;
 pub mod conn;
 pub mod delivery;
+pub mod dry_run;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy;
 pub mod proto;
 pub mod record;

@@ -20,10 +20,14 @@ fn main() -> std::process::ExitCode {
         Command::Collector(args) => cmd::collector::run(args),
         Command::Observe(args) => runtime().and_then(|rt| rt.block_on(cmd::observe::observe(args))),
         Command::Report(args) => runtime().and_then(|rt| rt.block_on(cmd::observe::report(args))),
+        Command::Analyze(args) => cmd::analyze::run(args),
         Command::Certs { cmd: c } => cmd::certs::run(c),
         Command::Policy {
             cmd: PolicyCommand::Lint { files },
         } => return lint_policies(&files),
+        Command::Policy {
+            cmd: PolicyCommand::DryRun(args),
+        } => cmd::policy::dry_run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -118,7 +118,7 @@ impl PolicyEvent {
 }
 
 /// What kind of peer an endpoint is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndpointKind {
     /// A pod in the inventory.
@@ -135,8 +135,8 @@ pub enum EndpointKind {
     Unattributed,
 }
 
-/// One end of a flow.
-#[derive(Debug, Clone, Serialize)]
+/// One end of a flow. (Deserialize: `monitor policy dry-run` reads stored records back.)
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Endpoint {
     /// What the peer is.
     pub kind: EndpointKind,
@@ -157,7 +157,7 @@ pub struct Endpoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
     /// Labels.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// NetworkPolicy that isolates the pod (deny-all), if any.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -65,7 +65,10 @@ pub fn run(args: CollectorArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let metrics = CollectorMetrics::new();
         let opts = StoreOptions {
-            retention: Duration::from_secs(args.retention_days.max(1) * 86_400),
+            retention: match args.retention_days {
+                0 => Duration::MAX,
+                d => Duration::from_secs(d.saturating_mul(86_400)),
+            },
         };
         let writer = server::Writer::start(args.store.clone(), opts, metrics.clone())
             .with_context(|| format!("cannot open the store {}", args.store.display()))?;

@@ -21,8 +21,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::spool::{Lost, Spool, SpoolBatch};
 use crate::{
-    agent::RecordOut,
     metrics::{LossLabel, Metrics},
+    pipeline::RecordOut,
     proto::{self, ingest_client::IngestClient},
     tls::TlsFiles,
 };

@@ -138,6 +138,42 @@ impl Conditions {
 }
 
 impl StoreReader {
+    /// Calls `f` with every record of `kinds` that happened in `[since_ns, until_ns)` (of
+    /// `node`, if given), in time order (then storage order), streaming: what
+    /// `monitor policy dry-run` replays. Stops at the first error `f` returns.
+    pub fn for_each_in_time_order<E: From<StoreError>>(
+        &self,
+        kinds: &[&str],
+        (since_ns, until_ns): (i64, i64),
+        node: Option<&str>,
+        mut f: impl FnMut(StoredRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let marks = vec!["?"; kinds.len()].join(", ");
+        let sql = format!(
+            "SELECT id, node, boot_id, seq, kind, time_ns, json FROM records
+             WHERE time_ns >= ? AND time_ns < ? AND (? IS NULL OR node = ?)
+             AND kind IN ({marks}) ORDER BY time_ns, id"
+        );
+        let mut stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(sql_err(&self.path, "preparing the time-ordered scan"))?;
+        let mut args: Vec<Value> = vec![
+            Value::Integer(since_ns),
+            Value::Integer(until_ns),
+            node.map_or(Value::Null, |n| Value::Text(n.to_owned())),
+            node.map_or(Value::Null, |n| Value::Text(n.to_owned())),
+        ];
+        args.extend(kinds.iter().map(|k| Value::Text((*k).to_owned())));
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), stored)
+            .map_err(sql_err(&self.path, "scanning records in time order"))?;
+        for r in rows {
+            f(r.map_err(sql_err(&self.path, "reading a record"))?)?;
+        }
+        Ok(())
+    }
+
     /// Up to `limit` records of every kind with id > `after_id`, in id (storage) order: what a
     /// sink writes next after its cursor.
     pub fn read_after(&self, after_id: i64, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {

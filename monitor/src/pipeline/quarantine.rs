@@ -10,10 +10,8 @@ use monitor_common::{
     quarantine::{QuarantineDrop, QuarantineStats},
 };
 
-use super::{Agent, AgentError};
+use super::{Pipeline, PipelineError, Source};
 use crate::{
-    capture::Capture,
-    clock::Clock,
     conn::Observer,
     identity::PodResolver,
     record::{Endpoint, QuarantineAttestation, Record},
@@ -43,19 +41,13 @@ pub(super) struct QuarantinedPod {
     pub(super) cgroups: Vec<u64>,
 }
 
-impl Agent {
-    /// Keeps a blocked connection attempt until `emit` (which has the identity source) turns it
-    /// into a quarantine-breach violation.
-    pub(super) fn on_quarantine_drop(&mut self, d: &QuarantineDrop) {
-        self.quarantine.drops.push(*d);
-    }
-
+impl Pipeline {
     /// Turns blocked connection attempts into quarantine-breach violations.
     pub(super) fn emit_drops(
         &mut self,
         identity: &mut dyn PodResolver,
         out: &mut dyn RecordOut,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), PipelineError> {
         let drops = std::mem::take(&mut self.quarantine.drops);
         for d in drops {
             let observer = if d.dir == Direction::Egress as u8 {
@@ -81,7 +73,7 @@ impl Agent {
                 None,
                 &route,
                 (&time, d.hdr.ts_ns),
-                identity.node(),
+                &self.settings.node.clone(),
                 None,
                 out,
             )?;
@@ -91,12 +83,12 @@ impl Agent {
 
     /// Brings the kernel's quarantine set in line with the policy (enforce mode only) and
     /// remembers since when each pod is quarantined.
-    pub(super) fn sync_quarantine(
+    pub fn sync_quarantine(
         &mut self,
-        capture: &mut Capture,
+        source: &mut dyn Source,
         identity: &mut dyn PodResolver,
         now_ns: u64,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), PipelineError> {
         let mut entries = Vec::new();
         let mut now_quarantined = HashMap::new();
         if let Some(engine) = &self.engine {
@@ -131,7 +123,7 @@ impl Agent {
         }
         entries.sort_unstable();
         if entries != self.quarantine.entries {
-            capture.set_quarantine(&entries)?;
+            source.set_quarantine(&entries)?;
             tracing::info!(cgroups = entries.len(), "kernel quarantine set updated");
             self.quarantine.entries = entries;
         }
@@ -147,17 +139,19 @@ impl Agent {
 
     /// Writes one attestation per quarantined pod: since when, attempts blocked, packets and
     /// bytes dropped, and how many exchanges or flows escaped (seen after enforcement: 0).
-    pub(super) fn attest_quarantine(
+    pub fn attest_quarantine(
         &mut self,
-        capture: &Capture,
-        node: &str,
+        source: &dyn Source,
         out: &mut dyn RecordOut,
-    ) -> Result<(), AgentError> {
+        now_ns: u64,
+    ) -> Result<(), PipelineError> {
+        let node = self.settings.node.clone();
+        let node = node.as_str();
         if self.quarantine.pods.is_empty() {
             return Ok(());
         }
-        let stats = capture.quarantine_stats()?;
-        let now = self.clock.rfc3339(Clock::boot_ns());
+        let stats = source.quarantine_stats()?;
+        let now = self.clock.rfc3339(now_ns);
         let mut pods: Vec<&QuarantinedPod> = self.quarantine.pods.values().collect();
         pods.sort_by(|a, b| a.pod.name.cmp(&b.pod.name));
         let mut lines = Vec::new();

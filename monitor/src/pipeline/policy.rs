@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::RecordOut;
 
-use super::{Agent, AgentError};
+use super::{Pipeline, PipelineError};
 use crate::{
     clock::Clock,
     metrics::ResultLabel,
@@ -20,7 +20,7 @@ use crate::{
 
 /// A policy file watched for changes.
 #[derive(Debug)]
-pub(super) struct PolicyWatch {
+pub struct PolicyWatch {
     pub(super) path: PathBuf,
     pub(super) mtime: Option<std::time::SystemTime>,
     pub(super) failures: u64,
@@ -36,7 +36,7 @@ pub(super) fn source_key(e: &Endpoint) -> String {
     }
 }
 
-impl Agent {
+impl Pipeline {
     /// Replaces query values in an HTTP record (keys kept) before it is written: every value
     /// unless the policy keeps it.
     pub(super) fn redact(&self, r: &mut HttpRecord) {
@@ -67,7 +67,7 @@ impl Agent {
         node: &str,
         flow_id: Option<u64>,
         out: &mut dyn RecordOut,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), PipelineError> {
         let Some(engine) = &self.engine else {
             return Ok(());
         };
@@ -91,7 +91,7 @@ impl Agent {
         ns: u64,
         node: &str,
         out: &mut dyn RecordOut,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), PipelineError> {
         let Some(engine) = &mut self.engine else {
             return Ok(());
         };
@@ -117,7 +117,7 @@ impl Agent {
         ns: u64,
         node: &str,
         out: &mut dyn RecordOut,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), PipelineError> {
         let Some(engine) = &mut self.engine else {
             return Ok(());
         };
@@ -142,7 +142,7 @@ impl Agent {
         now_ns: u64,
         flush: bool,
         out: &mut dyn RecordOut,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), PipelineError> {
         for v in self.aggregator.close_windows(now_ns, flush) {
             self.write(&Record::Violation(Box::new(v)), out)?;
         }
@@ -151,7 +151,7 @@ impl Agent {
 
     /// Reloads the policy file if it changed. A bad file keeps the last good policy, says so
     /// in the log and in a `policy` record, and counts the failure.
-    pub(super) fn reload_policy(&mut self, out: &mut dyn RecordOut) -> Result<(), AgentError> {
+    pub fn reload_policy(&mut self, out: &mut dyn RecordOut) -> Result<(), PipelineError> {
         let Some(watch) = &mut self.policy_watch else {
             return Ok(());
         };
@@ -171,7 +171,7 @@ impl Agent {
                 if let Some(e) = &mut self.engine {
                     e.set_policy(p);
                 }
-                PolicyEvent::reloaded(&self.node, &path, watch.failures)
+                PolicyEvent::reloaded(&self.settings.node, &path, watch.failures)
             }
             Err(errs) => {
                 watch.failures += 1;
@@ -180,7 +180,7 @@ impl Agent {
                     failures = watch.failures,
                     "policy reload failed; keeping the last good policy:\n{errs}"
                 );
-                PolicyEvent::failed(&self.node, &path, watch.failures, &errs)
+                PolicyEvent::failed(&self.settings.node, &path, watch.failures, &errs)
             }
         };
         let mut event = event;

@@ -1,0 +1,79 @@
+//! Progress of a long analysis on a terminal: bytes and packets read, flows open, violations
+//! so far, rewritten in place a few times a second on stderr. Silent when stderr is not a
+//! terminal (a pipe, a file, CI) or when turned off.
+
+use std::{
+    io::Write as _,
+    time::{Duration, Instant},
+};
+
+use crate::pipeline::Pipeline;
+
+/// How often the line is rewritten.
+const EVERY: Duration = Duration::from_millis(250);
+
+/// The progress line.
+#[derive(Debug)]
+pub struct Progress {
+    enabled: bool,
+    started: Instant,
+    last: Instant,
+    shown: bool,
+    calls: u32,
+}
+
+impl Progress {
+    /// Shown when `enabled` and stderr is a terminal.
+    pub fn new(enabled: bool) -> Self {
+        use std::io::IsTerminal as _;
+        let now = Instant::now();
+        Self {
+            enabled: enabled && std::io::stderr().is_terminal(),
+            started: now,
+            last: now,
+            shown: false,
+            calls: 0,
+        }
+    }
+
+    /// Notes where the analysis is; rewrites the line when it is due.
+    pub fn update(&mut self, read: u64, total: u64, packets: u64, flows: usize, p: &Pipeline) {
+        if !self.enabled {
+            return;
+        }
+        // Looking at the clock on every packet would cost more than the rest of this.
+        self.calls = self.calls.wrapping_add(1);
+        if !self.calls.is_multiple_of(1024) || self.last.elapsed() < EVERY {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let pct = if total > 0 {
+            read as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[Kanalyze: {:.1}% ({} of {} MB, {:.0} MB/s), {} packets, {} flows open, {} violations",
+            pct,
+            read >> 20,
+            total >> 20,
+            read as f64 / secs / 1e6,
+            packets,
+            flows,
+            p.violations_written()
+        );
+        let _ = err.flush();
+        self.shown = true;
+    }
+
+    /// Clears the line.
+    pub fn finish(&mut self) {
+        if self.shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}
