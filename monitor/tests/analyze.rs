@@ -943,10 +943,7 @@ fn policy_dry_run_over_the_stored_history() {
     }
     // Unchanged: the sensitive fields and the new edge still fire.
     let both: Vec<String> = rows("both").into_iter().map(|r| r.0).collect();
-    assert_eq!(
-        both,
-        ["new-edge", "sensitive-fields"]
-    );
+    assert_eq!(both, ["new-edge", "sensitive-fields"]);
     let text = String::from_utf8(run("text").stdout).unwrap();
     eprintln!("{text}");
     assert!(

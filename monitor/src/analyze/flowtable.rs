@@ -15,7 +15,7 @@
 //! Memory is bounded: at most [`Limits::max_flows`] flows (more are counted as
 //! `flow-table-full` and ignored, as in the kernel), each with at most
 //! [`Limits::reorder_segments`] waiting segments of at most [`HTTP_CAPTURE`] bytes per
-//! direction. Flows leave the table when they close, or when the pipeline's idle sweep closes
+//! direction, and at most [`Limits::reorder_bytes`] waiting over all flows. Flows leave the table when they close, or when the pipeline's idle sweep closes
 //! them.
 
 use std::{
@@ -59,6 +59,9 @@ pub struct Limits {
     pub reorder_segments: usize,
     /// How long (capture time) a gap is waited on before it is skipped as missing.
     pub reorder_wait: Duration,
+    /// Bytes held in out-of-order segments over all flows; past it, the flow adding more gives
+    /// up its gaps.
+    pub reorder_bytes: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +70,7 @@ impl Default for Limits {
             max_flows: 262_144,
             reorder_segments: 64,
             reorder_wait: Duration::from_secs(2),
+            reorder_bytes: 64 << 20,
         }
     }
 }
@@ -152,6 +156,8 @@ pub struct FlowTable {
     next_cookie: u64,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Bytes held in waiting segments, over all flows.
+    waiting_bytes: usize,
     /// Frames that were not TCP (counted by the reader) are not seen here; undecodable ones are
     /// reported through [`FlowTable::note_undecodable`].
     undecodable: u64,
@@ -209,9 +215,11 @@ impl FlowTable {
             stats,
             limits,
             reordering,
+            waiting_bytes,
             ..
         } = self;
         let e = flows.get_mut(&k).expect("opened above");
+        let held_before = held(e);
         let t = &e.state.tuple;
         let dir = if (seg.src, seg.sport) == (t.local_addr, t.local_port) {
             Direction::Egress
@@ -259,6 +267,15 @@ impl FlowTable {
                 stats,
                 events,
             );
+            *waiting_bytes = (*waiting_bytes + held(e)).saturating_sub(held_before);
+            if *waiting_bytes > limits.reorder_bytes {
+                // Over the global bound: this flow gives up waiting.
+                let h = held(e);
+                for d in [Direction::Egress, Direction::Ingress] {
+                    skip_gaps(e, d, limits, stats, events, true);
+                }
+                *waiting_bytes = waiting_bytes.saturating_sub(h - held(e));
+            }
             if e.order[dir.index()].waiting.is_empty() {
                 reordering.remove(&k);
             } else {
@@ -292,6 +309,7 @@ impl FlowTable {
                 self.reordering.remove(&k);
                 continue;
             };
+            let h = held(e);
             for dir in [Direction::Egress, Direction::Ingress] {
                 let oldest = e.order[dir.index()].waiting.iter().map(|w| w.ts_ns).min();
                 if oldest.is_some_and(|t| now_ns.saturating_sub(t) >= wait) {
@@ -305,6 +323,7 @@ impl FlowTable {
                     );
                 }
             }
+            self.waiting_bytes = self.waiting_bytes.saturating_sub(h - held(e));
             if e.order.iter().all(|o| o.waiting.is_empty()) {
                 self.reordering.remove(&k);
             }
@@ -408,6 +427,15 @@ impl FlowTable {
             _pad: [0; 7],
         }));
     }
+}
+
+/// Bytes a flow holds in waiting segments (with a per-segment overhead).
+fn held(e: &Entry) -> usize {
+    e.order
+        .iter()
+        .flat_map(|o| &o.waiting)
+        .map(|w| w.head.len() + std::mem::size_of::<Waiting>())
+        .sum()
 }
 
 /// Puts one payload in order: delivered now if it is next, held if it follows a gap, trimmed
@@ -611,6 +639,7 @@ impl Source for FlowTable {
             // The pipeline closes the flow right after this: what still waits on a gap is not
             // delivered (it would arrive after the close), only counted.
             self.reordering.remove(&k);
+            self.waiting_bytes = self.waiting_bytes.saturating_sub(held(&e));
             for o in &mut e.order {
                 if !o.waiting.is_empty() {
                     self.stats.missing_segments += 1;
@@ -638,5 +667,99 @@ impl Source for FlowTable {
 
     fn set_local_peers(&mut self, _ips: &[std::net::IpAddr]) -> Result<(), CaptureError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(seq: u32, payload: &[u8], syn: bool) -> Segment<'_> {
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&[10, 0, 0, 2]);
+        Segment {
+            family: monitor_common::flow::FAMILY_V4,
+            src,
+            dst,
+            sport: 40000,
+            dport: 80,
+            seq,
+            wire_len: 40 + payload.len() as u32,
+            payload_len: payload.len() as u32,
+            payload,
+            syn,
+            ack: !syn,
+            fin: false,
+            rst: false,
+        }
+    }
+
+    /// (kind, seq, bytes) of the chunks written so far.
+    fn chunks(t: &mut FlowTable) -> Vec<(u8, u32, Vec<u8>)> {
+        let mut v = Vec::new();
+        t.drain(&mut |r| {
+            if let Ok(Raw::HttpChunk(c)) = r {
+                v.push((c.meta.chunk_kind, c.meta.seq, c.data.to_vec()));
+            }
+        });
+        v
+    }
+
+    #[test]
+    fn segments_are_delivered_in_order_and_overlaps_give_only_new_bytes() {
+        let mut t = FlowTable::new(Limits::default());
+        t.segment(1, &seg(99, b"", true));
+        // A request head in two segments, the second captured first.
+        t.segment(2, &seg(116, b"Host: x\r\n\r\n", false));
+        t.segment(3, &seg(100, b"GET / HTTP/1.1\r\n", false));
+        // Resent with new data after it: only the new bytes (a second request) count.
+        t.segment(4, &seg(119, b"t: x\r\n\r\nGET /a HTTP/1.1\r\n\r\n", false));
+        // Resent entirely: dropped.
+        t.segment(5, &seg(100, b"GET / HTTP/1.1\r\n", false));
+        assert_eq!(
+            chunks(&mut t),
+            [
+                (
+                    ChunkKind::RequestStart as u8,
+                    100,
+                    b"GET / HTTP/1.1\r\n".to_vec()
+                ),
+                (
+                    ChunkKind::Continuation as u8,
+                    116,
+                    b"Host: x\r\n\r\n".to_vec()
+                ),
+                (
+                    ChunkKind::RequestStart as u8,
+                    127,
+                    b"GET /a HTTP/1.1\r\n\r\n".to_vec()
+                ),
+            ]
+        );
+        let s = t.stats();
+        assert_eq!(
+            (s.out_of_order, s.retransmitted, s.missing_segments),
+            (1, 2, 0)
+        );
+    }
+
+    #[test]
+    fn the_global_reorder_bound_gives_up_gaps() {
+        let mut t = FlowTable::new(Limits {
+            reorder_bytes: 4096,
+            ..Limits::default()
+        });
+        t.segment(1, &seg(99, b"", true));
+        // Data after a gap that never fills: held until the bound is passed.
+        let data = [b'x'; 1000];
+        for i in 0..8u32 {
+            t.segment(2 + u64::from(i), &seg(2000 + i * 1000, &data, false));
+        }
+        let s = t.stats();
+        assert_eq!(s.missing_segments, 1, "{s:?}");
+        assert_eq!(s.missing_bytes, 2000 - 100, "{s:?}");
+        assert!(t.waiting_bytes <= 4096, "{}", t.waiting_bytes);
     }
 }
