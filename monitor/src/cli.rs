@@ -184,7 +184,7 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value_t = 300)]
     pub idle_timeout: u64,
     /// Most flows tracked at once; more are ignored and reported as `flow-table-full` losses.
-    #[arg(long, default_value_t = 262_144)]
+    #[arg(long, default_value_t = 65_536)]
     pub max_flows: usize,
     /// No progress line, even on a terminal.
     #[arg(long, short)]

@@ -67,7 +67,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_flows: 262_144,
+            max_flows: 65_536,
             reorder_segments: 64,
             reorder_wait: Duration::from_secs(2),
             reorder_bytes: 64 << 20,
