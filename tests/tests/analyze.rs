@@ -56,17 +56,33 @@ fn violations(records: &[Value]) -> Vec<String> {
     v
 }
 
+/// A tcpdump we started: stopped (SIGINT, which flushes its file) when dropped, so a failing
+/// test leaves none behind.
+struct Dump(std::process::Child);
+
+impl Drop for Dump {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: signalling our own child by its PID.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts tcpdump in `netns` writing `file`; returns once it is capturing.
-fn tcpdump(netns: &str, iface: &str, file: &Path) -> std::process::Child {
-    let mut child = in_netns(Some(netns), Path::new("tcpdump"))
-        .args(["-i", iface, "--immediate-mode", "-U", "-n", "-w"])
-        .arg(file)
-        .arg("tcp")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump starts (cargo xtask setup installs it)");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
+fn tcpdump(netns: &str, iface: &str, file: &Path) -> Dump {
+    let mut child = Dump(
+        in_netns(Some(netns), Path::new("tcpdump"))
+            .args(["-i", iface, "--immediate-mode", "-U", "-n", "-w"])
+            .arg(file)
+            .arg("tcp")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump starts (cargo xtask setup installs it)"),
+    );
+    let mut err = BufReader::new(child.0.stderr.take().unwrap());
     // `-i any` first says which link type it writes (LINUX_SLL2), then that it listens.
     let mut said = String::new();
     for _ in 0..3 {
@@ -83,10 +99,10 @@ fn tcpdump(netns: &str, iface: &str, file: &Path) -> std::process::Child {
     child
 }
 
-fn stop(child: &mut std::process::Child) {
+fn stop(dump: &mut Dump) {
     // SAFETY: signalling our own child by its PID.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
+    unsafe { libc::kill(dump.0.id() as i32, libc::SIGINT) };
+    let status = dump.0.wait().unwrap();
     assert!(
         status.success() || status.code() == Some(0),
         "tcpdump: {status}"

@@ -56,10 +56,10 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r\x1b[Kanalyze: {:.1}% ({} of {} MB, {:.0} MB/s), {} packets, {} flows open, {} violations",
+            "\r\x1b[Kanalyze: {:.1}% ({:.0} of {:.0} MB, {:.0} MB/s), {} packets, {} flows open, {} violations",
             pct,
-            read >> 20,
-            total >> 20,
+            read as f64 / 1e6,
+            total as f64 / 1e6,
             read as f64 / secs / 1e6,
             packets,
             flows,
