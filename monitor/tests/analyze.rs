@@ -856,8 +856,21 @@ fn policy_dry_run_over_the_stored_history() {
     let pcap = dir.path().join("incident.pcap");
     incident(Format::PcapEthernet, false).write(&pcap);
     let store = dir.path().join("store.db");
-    let out = run_incident(&pcap, &["--store", store.to_str().unwrap()]);
+    // Any collector sink works: here OCSF to a file, instead of NDJSON on stdout.
+    let ocsf = dir.path().join("violations.ocsf.ndjson");
+    let sink = format!("ocsf:file={}", ocsf.display());
+    let out = run_incident(
+        &pcap,
+        &["--store", store.to_str().unwrap(), "--sink", &sink],
+    );
     assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let events = lines(&std::fs::read(&ocsf).unwrap());
+    assert_eq!(events.len(), 10, "the incident's violations");
+    assert!(
+        events.iter().all(|e| e["class_uid"] == 2004),
+        "Detection Finding"
+    );
     // The candidate documents the lookup for the recommendation engines, and protects /api/
     // with only the preferences route documented, for the checkout service alone.
     let policy = std::fs::read_to_string(vantage("policy.yaml")).unwrap();
