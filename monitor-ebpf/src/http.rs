@@ -78,17 +78,24 @@ pub fn capture(
 /// Reserves a slot of size class `N`, copies up to `N` payload bytes into it and submits it.
 #[inline(always)]
 fn emit<const N: usize>(ctx: &SkBuffContext, mut meta: HttpChunkMeta, off: u32, len: u32) {
+    if len == 0 {
+        return;
+    }
     let Some(mut e) = EVENTS.reserve::<HttpChunkOf<N>>(0) else {
         count(Counter::RingbufFull);
         return;
     };
-    // `black_box` stops the compiler from reusing the unclamped register, so the verifier sees
-    // the bound it needs for the copy below: 1..=N.
-    let n = core::hint::black_box(len.min(N as u32));
-    if n == 0 || n > N as u32 {
+    // The copy length must be provably in 1..=N on the register passed to the helper. Before
+    // 6.8 or so the verifier learns no lower bound from `n != 0` (Linux 6.1 rejects the load
+    // with "invalid access to memory ... size=0"), but it tracks `+ 1` exactly: so the length
+    // is (len - 1).min(N - 1) + 1, which is len.min(N) for len >= 1. `black_box` stops the
+    // compiler from folding the clamp and the check into a register the helper does not get.
+    let m = core::hint::black_box((len - 1).min(N as u32 - 1));
+    if m >= N as u32 {
         e.discard(0);
         return;
     }
+    let n = m + 1;
     meta.hdr.len = core::mem::size_of::<HttpChunkOf<N>>() as u32;
     meta.captured = n;
     let chunk = e.as_mut_ptr();

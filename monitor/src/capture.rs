@@ -143,8 +143,14 @@ fn load_error(e: impl std::error::Error) -> CaptureError {
         src = s.source();
     }
     // Without CAP_PERFMON the verifier checks the programs under the rules for unprivileged
-    // users and rejects their pointer arithmetic with EACCES: a privilege problem, not a bug.
-    if let Some(line) = msg.lines().find(|l| l.contains("for !root")) {
+    // users and rejects them with EACCES: a privilege problem, not a bug. Which rule it names
+    // first depends on the kernel: 6.18 "... for !root", 6.1 "attempt to corrupt spilled
+    // pointer on stack" (docs/kernels.md).
+    const UNPRIVILEGED_ONLY: &[&str] = &["for !root", "attempt to corrupt spilled pointer"];
+    if let Some(line) = msg
+        .lines()
+        .find(|l| UNPRIVILEGED_ONLY.iter().any(|m| l.contains(m)))
+    {
         return CaptureError::Permission(format!(
             "the verifier applied the rules for unprivileged programs, so CAP_PERFMON is \
              missing; it said: {}",

@@ -7,6 +7,7 @@
 //! - [`identity`]: who a cgroup id or an IP address is (static inventory for now).
 //! - [`policy`]: the policy file, its evaluation, and violation records.
 //! - [`record`]: the NDJSON records the agent emits (the contract with consumers).
+//! - [`probe`]: what the running kernel offers (required, degrading and optional features).
 //! - [`metrics`]: Prometheus metrics and the `/metrics` + `/healthz` endpoint.
 //! - [`clock`]: kernel boot-time nanoseconds to wall-clock time.
 //! - [`pipeline`]: records in, records out: reassembly, identity, policy, redaction, losses;
@@ -37,6 +38,7 @@ pub mod identity;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod probe;
 pub mod proto;
 pub mod record;
 pub mod sink;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use crate::{ci, demo, lab, setup, util};
+use crate::{ci, demo, lab, setup, util, vmtest};
 
 /// Developer and CI tasks of the monitor workspace.
 #[derive(Debug, Parser)]
@@ -42,6 +42,43 @@ pub enum Cmd {
         #[arg(long)]
         cgroup_mount: Option<PathBuf>,
     },
+    /// Run the lab tests in a qemu VM (TCG) on Debian's 6.1 cloud kernel; one result per test.
+    ///
+    /// Fetches the kernel, busybox and (if not installed) qemu with `apt-get download` into
+    /// `<target>/vm-test/cache` (nothing is installed), builds the release monitor and the lab
+    /// test binaries, packs them with the tools the tests use into an initramfs, boots it, and
+    /// reports each test: passed, failed, failed as documented (expected), excluded (with the
+    /// reason), or not run. The serial console is kept in `<target>/vm-test/serial.log`, the
+    /// results in `<target>/vm-test/results.json`. Fails unless every test that ran passed or
+    /// failed as documented.
+    VmTest(VmTestArgs),
+}
+
+/// Arguments of `cargo xtask vm-test`.
+#[derive(Debug, Args)]
+pub struct VmTestArgs {
+    /// Run only the tests whose `binary::test` contains this (repeatable).
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Kernel package to boot (default: the newest cached, else the one
+    /// `linux-image-cloud-amd64` depends on).
+    #[arg(long, value_name = "PACKAGE")]
+    pub kernel_package: Option<String>,
+    /// VM memory in MiB.
+    #[arg(long, default_value_t = 3072)]
+    pub memory_mib: u32,
+    /// VM CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Time limit of one test inside the VM, seconds.
+    #[arg(long, default_value_t = 600)]
+    pub test_timeout_s: u64,
+    /// Time limit of the whole VM run, minutes (the VM is killed then).
+    #[arg(long, default_value_t = 60)]
+    pub timeout_min: u64,
+    /// Echo the whole serial console (default: only results and notable lines).
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// `cargo xtask lab` subcommands.
@@ -129,6 +166,15 @@ pub fn main() -> Result<()> {
         } => ci::run(&ci::TestOptions {
             no_lab,
             cgroup_mount,
+        }),
+        Cmd::VmTest(a) => vmtest::run(&vmtest::VmTestOptions {
+            kernel_package: a.kernel_package,
+            filter: a.filter,
+            memory_mib: a.memory_mib,
+            cpus: a.cpus,
+            test_timeout: std::time::Duration::from_secs(a.test_timeout_s),
+            timeout: std::time::Duration::from_secs(a.timeout_min * 60),
+            verbose: a.verbose,
         }),
     }
 }

@@ -11,6 +11,7 @@
 //!   (`tests/`) use it as a library.
 //! - [`demo`]: replays the Vantage incident against the lab with the real agent.
 //! - [`ci`]: the test pipeline behind `cargo xtask test` (and `.ci/run`).
+//! - [`vmtest`]: `cargo xtask vm-test`, the lab tests in a qemu VM on Debian's 6.1 kernel.
 //!
 //! It deliberately does not depend on the `monitor` crate: building `monitor` builds the eBPF
 //! programs, which needs the toolchain that `cargo xtask setup` installs.
@@ -52,6 +53,7 @@ pub mod inventory;
 pub mod lab;
 pub mod setup;
 pub mod util;
+pub mod vmtest;
 
 use std::path::{Path, PathBuf};
 

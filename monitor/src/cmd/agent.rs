@@ -62,6 +62,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // What this kernel offers: one INFO line, a WARN per missing feature; refuse to start
+    // without a required one.
+    let features = crate::probe::Report::probe();
+    features.log();
+    features.check()?;
     let stop = agent::stop_flag();
     // Two threads: the Kubernetes watches and the sender keep running while the drain loop
     // works.
