@@ -465,10 +465,15 @@ impl Collector {
         Ok(child.wait()?)
     }
 
-    /// The sink file's records (every complete line must be JSON).
+    /// The sink file's records (every complete line must be JSON). A last line without its
+    /// newline is still being written, or was cut by a SIGKILL of the collector: not a record
+    /// (yet), so it is left out. (Seen in the 6.1 VM, where a test read the sink right after
+    /// killing the collector.)
     pub fn sink_records(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.sink).unwrap_or_default();
-        text.lines()
+        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+        complete
+            .lines()
             .map(|l| {
                 serde_json::from_str(l)
                     .unwrap_or_else(|e| panic!("sink line is not JSON ({e}): {l:.300}"))

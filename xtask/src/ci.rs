@@ -3,8 +3,9 @@
 //!
 //! Steps, each announced, stopping at the first failure with a summary: setup (fast when
 //! everything is there), rustfmt check, clippy with `-D warnings`, the workspace tests (unit
-//! and `BPF_PROG_TEST_RUN` tests; root), the release build of the agent, then the lab tests
-//! (`monitor-tests`, one at a time, with `MONITOR_BIN` pointing at the release binary).
+//! and `BPF_PROG_TEST_RUN` tests; root), the release build of the agent, the lab tests
+//! (`monitor-tests`, one at a time, with `MONITOR_BIN` pointing at the release binary), then
+//! the kernel and lab tests again on Debian's 6.1 kernel in a qemu VM (`cargo xtask vm-test`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,8 +18,10 @@ use crate::util;
 /// Options of `cargo xtask test`.
 #[derive(Debug, Clone, Default)]
 pub struct TestOptions {
-    /// Skip the lab tests (the last step).
+    /// Skip the lab tests (and the VM run, which is made of them).
     pub no_lab: bool,
+    /// Skip the VM run on the second kernel (`cargo xtask vm-test`).
+    pub no_vm: bool,
     /// cgroup2 mount for setup's check.
     pub cgroup_mount: Option<PathBuf>,
 }
@@ -32,6 +35,7 @@ pub const EBPF_PACKAGE: &str = "monitor-ebpf";
 #[derive(Debug)]
 enum Action {
     Setup,
+    VmTest,
     Cargo {
         args: Vec<String>,
         env: Vec<(&'static str, PathBuf)>,
@@ -49,6 +53,7 @@ impl Action {
     fn name(&self) -> String {
         match self {
             Self::Setup => "cargo xtask setup".to_string(),
+            Self::VmTest => "cargo xtask vm-test".to_string(),
             Self::Cargo { args, env } => {
                 let mut s: String = env
                     .iter()
@@ -66,6 +71,7 @@ impl Action {
             Self::Setup => crate::setup::run(&crate::setup::SetupOptions {
                 cgroup_mount: opts.cgroup_mount.clone(),
             }),
+            Self::VmTest => crate::vmtest::run(&crate::vmtest::VmTestOptions::default()),
             Self::Cargo { args, env } => {
                 let mut cmd = Command::new(util::cargo());
                 cmd.args(args).current_dir(crate::repo_root());
@@ -130,6 +136,11 @@ pub fn run(opts: &TestOptions) -> Result<()> {
             .to_vec(),
             env: vec![("MONITOR_BIN", monitor_bin)],
         });
+        if opts.no_vm {
+            crate::outln!("test: --no-vm: the tests on the second kernel (vm-test) will not run");
+        } else {
+            plan.push(Action::VmTest);
+        }
     }
 
     let total = plan.len();

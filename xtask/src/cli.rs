@@ -33,20 +33,26 @@ pub enum Cmd {
     },
     /// Replay the Vantage incident against the lab with the real agent and curl.
     Demo(DemoArgs),
-    /// Run the whole test pipeline (what CI runs): setup, fmt, clippy, tests, lab tests.
+    /// Run the whole test pipeline (what CI runs): setup, fmt, clippy, tests, lab tests, and
+    /// the kernel and lab tests on Debian's 6.1 kernel in a VM (vm-test).
     Test {
-        /// Do not run the lab tests (monitor-tests).
+        /// Do not run the lab tests (monitor-tests), on this kernel or in the VM.
         #[arg(long)]
         no_lab: bool,
+        /// Do not run the tests on the second kernel in the VM (vm-test).
+        #[arg(long)]
+        no_vm: bool,
         /// cgroup v2 mount for setup's check.
         #[arg(long)]
         cgroup_mount: Option<PathBuf>,
     },
-    /// Run the lab tests in a qemu VM (TCG) on Debian's 6.1 cloud kernel; one result per test.
+    /// Run the kernel-program and lab tests in a qemu VM (TCG) on Debian's 6.1 cloud kernel;
+    /// one result per test.
     ///
     /// Fetches the kernel, busybox and (if not installed) qemu with `apt-get download` into
-    /// `<target>/vm-test/cache` (nothing is installed), builds the release monitor and the lab
-    /// test binaries, packs them with the tools the tests use into an initramfs, boots it, and
+    /// `<target>/vm-test/cache` (nothing is installed), builds the release monitor, the lab test
+    /// binaries and the kernel (BPF_PROG_TEST_RUN) tests, packs them with the tools the tests
+    /// use into an initramfs, boots it, logs the agent's kernel feature probe, and
     /// reports each test: passed, failed, failed as documented (expected), excluded (with the
     /// reason), or not run. The serial console is kept in `<target>/vm-test/serial.log`, the
     /// results in `<target>/vm-test/results.json`. Fails unless every test that ran passed or
@@ -162,9 +168,11 @@ pub fn main() -> Result<()> {
         }),
         Cmd::Test {
             no_lab,
+            no_vm,
             cgroup_mount,
         } => ci::run(&ci::TestOptions {
             no_lab,
+            no_vm,
             cgroup_mount,
         }),
         Cmd::VmTest(a) => vmtest::run(&vmtest::VmTestOptions {

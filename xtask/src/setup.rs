@@ -34,6 +34,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "python3-grpc-tools",
     // promtool lints the metrics' names and checks and unit-tests the alert rules.
     "prometheus",
+    // `cargo xtask vm-test` strips the binaries it packs into the VM's initramfs. (It fetches
+    // the 6.1 kernel, busybox-static and qemu itself with `apt-get download` into the target
+    // directory, installing nothing: bookworm's qemu-system-x86 would replace a newer
+    // qemu-utils.)
+    "binutils",
 ];
 
 /// The bpf-linker release the eBPF build uses.

@@ -1,9 +1,10 @@
-//! `cargo xtask vm-test`: the lab tests on a second kernel, Debian's 6.1 cloud kernel, in a
+//! `cargo xtask vm-test`: the lab and kernel-program tests on a second kernel, Debian's 6.1 cloud kernel, in a
 //! qemu VM (TCG: no KVM needed; nested KVM stalls on these machines).
 //!
 //! 1. Fetch (cached under `<target>/vm-test/cache`, nothing installed): the kernel and its
 //!    modules, busybox-static, and qemu unless the machine has it ([`fetch`]).
-//! 2. Build the release `monitor` and the lab test binaries (`cargo test --no-run`), list each
+//! 2. Build the release `monitor`, the lab test binaries and the kernel-program tests
+//!    (`monitor/tests/kernel.rs`, `BPF_PROG_TEST_RUN`) with `cargo test --no-run`, list each
 //!    binary's tests, and drop the ones in [`plan::EXCLUDED`] (each printed with its reason).
 //! 3. Build an initramfs ([`initramfs`]): busybox, the stripped binaries, the tools the tests
 //!    run (iproute2, nsenter, setpriv, curl, nginx, wrk, bpftool, Python with the gRPC
@@ -24,6 +25,7 @@ mod plan;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -68,6 +70,10 @@ impl Default for VmTestOptions {
         }
     }
 }
+
+/// The `monitor` integration test of the kernel programs (`BPF_PROG_TEST_RUN`), run in the
+/// VM too.
+const KERNEL_TESTS: &str = "kernel";
 
 /// Programs the lab tests (and the lab they build) run, found in the system directories.
 const TOOLS: &[&str] = &[
@@ -267,7 +273,7 @@ pub fn run(opts: &VmTestOptions) -> Result<()> {
     }
     let mut bad = 0usize;
     crate::outln!(
-        "\n==> lab tests on {}",
+        "\n==> kernel and lab tests on {}",
         serial
             .kernel
             .as_deref()
@@ -347,8 +353,9 @@ pub fn run(opts: &VmTestOptions) -> Result<()> {
     Ok(())
 }
 
-/// Builds the release `monitor` and the lab test binaries; returns the monitor binary and
-/// `(test target name, executable)` for each test binary.
+/// Builds the release `monitor` and the test binaries that run in the VM: the lab tests and
+/// the kernel (`BPF_PROG_TEST_RUN`) tests. Returns the monitor binary and `(test target name,
+/// executable)` for each test binary.
 fn build() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     let root = crate::repo_root();
     util::run(
@@ -356,27 +363,29 @@ fn build() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
             .args(["build", "--release", "-p", "monitor"])
             .current_dir(&root),
     )?;
-    let out = util::output(
-        Command::new(util::cargo())
-            .args([
-                "test",
-                "--release",
-                "-p",
-                crate::ci::TESTS_PACKAGE,
-                "--no-run",
-                "--message-format=json-render-diagnostics",
-            ])
-            .current_dir(&root)
-            .stderr(Stdio::inherit()),
-    )?;
-    let mut bins = parse_test_executables(&out);
-    bins.sort();
-    if bins.is_empty() {
-        bail!(
-            "cargo test --no-run -p {} built no test binary",
-            crate::ci::TESTS_PACKAGE
-        );
+    let mut bins = Vec::new();
+    for selection in [
+        &["-p", crate::ci::TESTS_PACKAGE][..],
+        &["-p", "monitor", "--test", KERNEL_TESTS][..],
+    ] {
+        let out = util::output(
+            Command::new(util::cargo())
+                .args(["test", "--release", "--no-run"])
+                .args(selection)
+                .arg("--message-format=json-render-diagnostics")
+                .current_dir(&root)
+                .stderr(Stdio::inherit()),
+        )?;
+        let found = parse_test_executables(&out);
+        if found.is_empty() {
+            bail!(
+                "`cargo test --no-run {}` built no test binary",
+                selection.join(" ")
+            );
+        }
+        bins.extend(found);
     }
+    bins.sort();
     Ok((util::target_dir()?.join("release/monitor"), bins))
 }
 
@@ -589,6 +598,18 @@ fn boot(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     crate::outln!("vm-test: {}", util::display_cmd(&cmd));
+    // If we die without tearing down (SIGKILL), the VM goes with us.
+    // SAFETY: the hook runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", qemu.binary.display()))?;
