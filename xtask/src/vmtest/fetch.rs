@@ -129,7 +129,7 @@ impl Cache {
         }
         let root = self.root.join("qemu");
         if !root.join(COMPLETE).exists() {
-            let pkgs = qemu_packages()?;
+            let pkgs = retry_after_apt_update(qemu_packages)?;
             crate::outln!(
                 "vm-test: fetching qemu-system-x86 and the {} package(s) it needs that this \
                  machine lacks, into {} (nothing is installed): {}",
@@ -168,7 +168,7 @@ impl Cache {
         let debs = self.debs();
         std::fs::create_dir_all(&debs)
             .with_context(|| format!("cannot create {}", debs.display()))?;
-        let files = apt_download(packages, &debs)?;
+        let files = retry_after_apt_update(|| apt_download(packages, &debs))?;
         let _ = std::fs::remove_dir_all(dest);
         std::fs::create_dir_all(dest)
             .with_context(|| format!("cannot create {}", dest.display()))?;
@@ -195,6 +195,20 @@ impl Qemu {
             c.arg("-L").arg(f);
         }
         c
+    }
+}
+
+/// Runs `f`; if it fails, runs `apt-get update` once (stale or missing package lists on a fresh
+/// machine) and tries again.
+fn retry_after_apt_update<T>(f: impl Fn() -> Result<T>) -> Result<T> {
+    match f() {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            crate::outln!("vm-test: {first:#}; running apt-get update and trying again");
+            util::run(Command::new("apt-get").arg("update"))
+                .context("apt-get update failed (needs root and Debian's package registry)")?;
+            f()
+        }
     }
 }
 
