@@ -7,7 +7,7 @@
 //!    (`monitor/tests/kernel.rs`, `BPF_PROG_TEST_RUN`) with `cargo test --no-run`, list each
 //!    binary's tests, and drop the ones in [`plan::EXCLUDED`] (each printed with its reason).
 //! 3. Build an initramfs ([`initramfs`]): busybox, the stripped binaries, the tools the tests
-//!    run (iproute2, nsenter, setpriv, curl, nginx, wrk, bpftool, Python with the gRPC
+//!    run (iproute2, nsenter, setpriv, curl, nginx, wrk, bpftool, tcpdump, Python with the gRPC
 //!    packages) with their libraries, the repository files the tests read at their own paths,
 //!    the veth and bridge modules, and an init script ([`plan::init_script`]) that mounts
 //!    proc/sys/cgroup2/bpffs/tracefs/debugfs, starts the agent once to log its kernel feature
@@ -77,7 +77,7 @@ const KERNEL_TESTS: &str = "kernel";
 
 /// Programs the lab tests (and the lab they build) run, found in the system directories.
 const TOOLS: &[&str] = &[
-    "ip", "nsenter", "setpriv", "curl", "nginx", "wrk", "bpftool", "python3",
+    "ip", "nsenter", "setpriv", "curl", "nginx", "wrk", "bpftool", "tcpdump", "python3",
 ];
 
 /// Kernel modules the lab needs that the cloud kernel builds as modules.
@@ -503,17 +503,11 @@ fn assemble(
     for f in REPO_FILES {
         tree.add_host_tree(&repo.join(f), &|_| true)?;
     }
-    tree.add_bytes(
-        Path::new("/etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n\
-         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        0o644,
-    );
-    tree.add_bytes(
-        Path::new("/etc/group"),
-        "root:x:0:\nwww-data:x:33:\nnogroup:x:65534:\n",
-        0o644,
-    );
+    // The host's users and groups (system accounts only; no passwords): tcpdump drops to its
+    // own user, nginx and curl look names up.
+    for f in ["/etc/passwd", "/etc/group"] {
+        tree.add_host(Path::new(f))?;
+    }
     tree.add_bytes(
         Path::new("/etc/hosts"),
         "127.0.0.1 localhost\n::1 localhost\n",
