@@ -197,6 +197,21 @@ pub struct Run {
     pub agent: Option<AgentUse>,
 }
 
+/// One step of the zero-loss search (open loop at a fixed rate).
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// K or F.
+    pub variant: Variant,
+    /// Open-loop rate, requests/s.
+    pub rate: f64,
+    /// Records per second (ring records for K, `http` records for F).
+    pub records_per_s: f64,
+    /// Losses (kernel counters for K, `loss` records for F).
+    pub losses: u64,
+    /// F: requests served without a record.
+    pub missing: i64,
+}
+
 /// Kernel cost from bpf_stats.
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelCost {
@@ -338,6 +353,20 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         rounds_done = round;
     }
     util::check_interrupted()?;
+    // Where wrk at full rate lost records, step an open-loop rate down to the highest one
+    // without loss (K and F separately).
+    let mut steps = Vec::new();
+    for v in [Variant::K, Variant::F] {
+        let lossy = runs
+            .iter()
+            .filter_map(|r| r.agent.as_ref().filter(|_| r.variant == v))
+            .filter(|a| a.losses > 0 || a.missing > 0)
+            .map(|a| a.records_per_s)
+            .fold(0.0, f64::max);
+        if lossy > 0.0 && started.elapsed() + Duration::from_secs(40) < BUDGET {
+            steps.extend(ctx.step_down(v, runs.iter().map(|r| r.wrk.rps).fold(0.0, f64::max))?);
+        }
+    }
     let (kernel, detection) = ctx.kernel_and_detection()?;
     drop(iperf_server);
     lab.down()?;
@@ -361,6 +390,7 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         "summary": summary,
         "kernel": kernel,
         "detection": detection,
+        "zero_loss_steps": steps,
         "runs": runs,
     });
     if let Some(dir) = out_path.parent() {
@@ -377,6 +407,7 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
             &kernel,
             &detection,
             &runs,
+            &steps,
             rounds_done,
             wall
         )
@@ -435,6 +466,10 @@ impl Ctx<'_> {
     }
 
     fn open_loop(&self, rate: u32, d: Duration) -> Result<OpenLoopReport> {
+        self.open_loop_at(rate, d, self.opts.conns)
+    }
+
+    fn open_loop_at(&self, rate: u32, d: Duration, conns: usize) -> Result<OpenLoopReport> {
         let exe = std::env::current_exe().context("cannot find the xtask binary")?;
         let exe = exe
             .to_str()
@@ -451,7 +486,7 @@ impl Ctx<'_> {
             "--secs",
             &d.as_secs_f64().to_string(),
             "--conns",
-            &self.opts.conns.to_string(),
+            &conns.to_string(),
         ]);
         let out = util::output(&mut cmd)?;
         serde_json::from_str(out.trim())
@@ -546,6 +581,53 @@ impl Ctx<'_> {
             iperf_gbps,
             agent: agent_use,
         })
+    }
+
+    /// Open-loop steps at 3/4, 1/2, 1/4 of `max_rps` with one agent of `variant`, until one
+    /// has no loss.
+    fn step_down(&self, variant: Variant, max_rps: f64) -> Result<Vec<Step>> {
+        let mut agent = self.start_agent(variant)?;
+        let mut steps = Vec::new();
+        let d = Duration::from_secs(3);
+        for f in [0.75, 0.5, 0.25] {
+            util::check_interrupted()?;
+            let rate = (max_rps * f).max(100.0);
+            let before = agent.settle(Duration::ZERO)?;
+            let served0 = self.served()?;
+            let t0 = Instant::now();
+            self.open_loop_at(rate as u32, d, 16)?;
+            let wall = t0.elapsed().as_secs_f64();
+            let served = (self.served()? - served0).saturating_sub(1);
+            let after = agent.settle(Duration::from_millis(1300))?;
+            let records = match variant {
+                Variant::K => after.ring_records - before.ring_records,
+                _ => after.http_load - before.http_load,
+            };
+            let step = Step {
+                variant,
+                rate,
+                records_per_s: records as f64 / wall,
+                losses: after.losses - before.losses,
+                missing: if variant == Variant::F {
+                    served as i64 - records as i64
+                } else {
+                    0
+                },
+            };
+            crate::outln!(
+                "  zero-loss step {variant:?} at {rate:.0} req/s: {:.0} records/s, losses {}, missing {}",
+                step.records_per_s,
+                step.losses,
+                step.missing
+            );
+            let clean = step.losses == 0 && step.missing <= 0;
+            steps.push(step);
+            if clean {
+                break;
+            }
+        }
+        agent.stop()?;
+        Ok(steps)
     }
 
     /// bpf_stats under wrk with the full agent, then detection latency with the same agent.
@@ -1135,12 +1217,17 @@ fn summarize(runs: &[Run]) -> Vec<Ratio> {
         .collect()
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; every part of the report named there"
+)]
 fn table(
     m: &Machine,
     summary: &[Ratio],
     kernel: &KernelCost,
     det: &Detection,
     runs: &[Run],
+    steps: &[Step],
     rounds: u32,
     wall: Duration,
 ) -> String {
@@ -1193,6 +1280,11 @@ fn table(
             .filter(|x| x.losses == 0 && x.missing <= 0)
             .collect();
         let best = zero.iter().map(|x| x.records_per_s).fold(0.0, f64::max);
+        let stepped = steps
+            .iter()
+            .filter(|st| st.variant == v && st.losses == 0 && st.missing <= 0)
+            .map(|st| st.records_per_s)
+            .fold(0.0, f64::max);
         let lossy: Vec<String> = a
             .iter()
             .filter(|x| x.losses > 0 || x.missing > 0)
@@ -1206,10 +1298,12 @@ fn table(
         let _ = writeln!(
             t,
             "{what}: highest zero-loss rate {} records/s{}; CPU {} % of a core per 10k records/s; peak RSS {} MiB",
-            if zero.is_empty() {
-                "none".to_owned()
-            } else {
+            if !zero.is_empty() {
                 format!("≥ {best:.0} (wrk at full rate: no loss)")
+            } else if stepped > 0.0 {
+                format!("{stepped:.0} (open-loop step down)")
+            } else {
+                "not found".to_owned()
             },
             if lossy.is_empty() {
                 String::new()
@@ -1218,6 +1312,13 @@ fn table(
             },
             join(a.iter().map(|x| x.cpu_pct_per_10k), 1),
             join(a.iter().map(|x| x.rss_peak_mib), 1),
+        );
+    }
+    for st in steps {
+        let _ = writeln!(
+            t,
+            "  step-down {:?}: open loop at {:.0} req/s: {:.0} records/s, losses {}, missing {}",
+            st.variant, st.rate, st.records_per_s, st.losses, st.missing
         );
     }
     let _ = writeln!(
