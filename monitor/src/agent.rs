@@ -165,7 +165,6 @@ pub fn run_drain_only(
     stop: &AtomicBool,
     out: &mut dyn std::io::Write,
 ) -> Result<(), PipelineError> {
-    use std::io::Write as _;
     let mut capture = Capture::load()?;
     capture.set_local_peers(&identity.monitored_pod_ips())?;
     capture.attach(&cfg.cgroup)?;
