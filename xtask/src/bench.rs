@@ -985,13 +985,12 @@ fn read_agent(out: std::process::ChildStdout, s: &Shared) {
     }
 }
 
-/// The record's `kind` without parsing the line: the first `"kind":"..."` within its first
-/// 200 bytes (records start with `seq`, `boot_id`, `kind`; nested `kind`s come later).
+/// The record's `kind` without parsing the line: the first `"kind":"..."` (records start
+/// with `seq`, `boot_id`, `kind`; nested `kind`s come later). std's `find`, not a loop of our
+/// own: xtask is a debug build, and this runs for every line the agent writes.
 fn record_kind(line: &str) -> Option<&str> {
     const KEY: &str = "\"kind\":\"";
-    let head = &line.as_bytes()[..line.len().min(200)];
-    let at = head.windows(KEY.len()).position(|w| w == KEY.as_bytes())? + KEY.len();
-    let rest = &line[at..];
+    let rest = &line[line.find(KEY)? + KEY.len()..];
     Some(&rest[..rest.find('"')?])
 }
 
