@@ -1166,14 +1166,19 @@ pub struct Ratio {
     pub f_verdict: String,
 }
 
-fn verdict(ratio: f64, noise: f64) -> String {
+fn verdict(ratio: f64, noise: f64, higher_is_better: bool) -> String {
     if !ratio.is_finite() {
         return "n/a".to_owned();
     }
     if (ratio - 1.0).abs() <= noise {
         "inconclusive".to_owned()
     } else {
-        format!("{:+.1}%", (ratio - 1.0) * 100.0)
+        let better = (ratio > 1.0) == higher_is_better;
+        format!(
+            "{:+.1}% {}",
+            (ratio - 1.0) * 100.0,
+            if better { "better" } else { "worse" }
+        )
     }
 }
 
@@ -1230,8 +1235,8 @@ fn summarize(runs: &[Run]) -> Vec<Ratio> {
                 f_over_a,
                 a_over_a: aa,
                 noise,
-                k_verdict: verdict(k_over_a, noise),
-                f_verdict: verdict(f_over_a, noise),
+                k_verdict: verdict(k_over_a, noise, higher_is_better),
+                f_verdict: verdict(f_over_a, noise, higher_is_better),
             }
         })
         .collect()
@@ -1265,13 +1270,13 @@ fn table(
     );
     let _ = writeln!(
         t,
-        "{:<30} {:>12} {:>8} {:>8} {:>10}  {:<14} {:<14}",
+        "{:<30} {:>12} {:>8} {:>8} {:>10}  {:<16} {:<16}",
         "metric", "A (mean)", "K/A", "F/A", "A/A noise", "K verdict", "F verdict"
     );
     for r in summary {
         let _ = writeln!(
             t,
-            "{:<30} {:>12.2} {:>8.3} {:>8.3} {:>9.1}%  {:<14} {:<14}",
+            "{:<30} {:>12.2} {:>8.3} {:>8.3} {:>9.1}%  {:<16} {:<16}",
             r.metric,
             r.baseline,
             r.k_over_a,
@@ -1394,8 +1399,9 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        assert_eq!(verdict(0.99, 0.02), "inconclusive");
-        assert_eq!(verdict(0.90, 0.02), "-10.0%");
-        assert_eq!(verdict(1.10, 0.02), "+10.0%");
+        assert_eq!(verdict(0.99, 0.02, true), "inconclusive");
+        assert_eq!(verdict(0.90, 0.02, true), "-10.0% worse");
+        assert_eq!(verdict(1.10, 0.02, false), "+10.0% worse");
+        assert_eq!(verdict(0.90, 0.02, false), "-10.0% better");
     }
 }
