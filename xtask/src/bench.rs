@@ -12,7 +12,7 @@
 //!
 //! Each variant runs, from pod `client-a` to nginx in pod `web`: wrk (closed loop, requests/s),
 //! the open-loop client of [`client`] at a fixed rate (p50/p99 from the scheduled send time),
-//! and iperf3 (bulk throughput). Round 2 runs the variants in the reverse order, so a drift
+//! and iperf3 (bulk throughput). Even rounds run the variants in the reverse order, so a drift
 //! of the machine during the run does not favour one of them. Then, once, with the full agent:
 //! kernel ns per program run from bpf_stats (enabled only for that phase, then restored), and
 //! detection latency (`tests/clients/lookups.py` from `client-b`: request written → its
@@ -99,7 +99,7 @@ impl Default for BenchOptions {
             monitor_bin: None,
             out: None,
             prefix: BENCH_PREFIX.to_owned(),
-            rounds: 2,
+            rounds: 3,
             phase: Duration::from_secs(5),
             rate: 2000,
             conns: 8,

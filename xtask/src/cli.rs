@@ -34,11 +34,11 @@ pub enum Cmd {
     /// Replay the Vantage incident against the lab with the real agent and curl.
     Demo(DemoArgs),
     /// Measure the monitor's overhead as ratios: no program (A, twice: the noise band) vs
-    /// kernel side only (K) vs full agent (F), interleaved, in the lab (root; ~3-4 minutes).
+    /// kernel side only (K) vs full agent (F), interleaved, in the lab (root; ~3.5 minutes).
     ///
     /// In the lab of tests/fixtures/lab.yaml (prefix `bnch`), with the release `monitor`
     /// binary (build it first: `cargo build --release -p monitor`), each round runs A1, K, F,
-    /// A2 (round 2 in reverse order), each with the same phases from pod client-a to nginx in
+    /// A2 (even rounds in reverse order), each with the same phases from pod client-a to nginx in
     /// pod web: wrk -t1 -c16 (requests/s), an open-loop client at a fixed rate (p50/p99 from
     /// the scheduled send time, so no coordinated omission) and iperf3 (bulk throughput). The
     /// agent's CPU and peak RSS, and completeness (records vs requests served, losses), come
@@ -48,8 +48,8 @@ pub enum Cmd {
     ///
     /// A ratio within the A/A noise band is reported as inconclusive. Prints a table and
     /// writes everything (machine facts, every run) to <target>/bench/bench.json. Takes about
-    /// 3-4 minutes with the defaults (kept under 5: a round that would not fit is skipped),
-    /// ~1 minute with --quick. Not part of CI: a measurement, not a test.
+    /// 3.5 minutes with the defaults, 3 rounds (kept under 5: a round that would not fit is
+    /// skipped); ~35 s with --quick. Not part of CI: a measurement, not a test.
     Bench(BenchArgs),
     /// The bench's open-loop HTTP client (run inside a lab pod by `cargo xtask bench`).
     #[command(hide = true)]
@@ -140,7 +140,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = bench::BENCH_PREFIX)]
     pub prefix: String,
     /// Rounds of A1/K/F/A2 (a round that would take the bench past ~5 minutes is skipped).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub rounds: u32,
     /// Seconds per wrk, open-loop and iperf3 phase.
     #[arg(long, default_value_t = 5)]
@@ -151,7 +151,7 @@ pub struct BenchArgs {
     /// Detection-latency lookups (10-20 ms apart).
     #[arg(long, default_value_t = 100)]
     pub lookups: u32,
-    /// A smoke run: one round, 2-second phases, 20 lookups (~1 minute; figures are rough).
+    /// A smoke run: one round, 2-second phases, 20 lookups (~35 s; figures are rough).
     #[arg(long)]
     pub quick: bool,
     /// cgroup v2 mount (default: found in /proc/self/mountinfo).
