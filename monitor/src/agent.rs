@@ -152,6 +152,61 @@ pub fn run(
     }
 }
 
+/// `monitor agent --drain-only`, the benchmark's "kernel side only" variant: loads and
+/// attaches the kernel programs exactly as [`run`] does, then only drains the ring buffer,
+/// counting records and bytes, without the pipeline (no decoding, reassembly, identity,
+/// policy or records). Once a second, and once more when stopping, it writes one JSON line of
+/// cumulative counts to `out`: `{"kind":"drain-stats","records":N,"bytes":N,"kernel":{...}}`,
+/// where `kernel` holds the kernel's counters (losses such as `ringbuf-full`, and activity such
+/// as `packets`) by name.
+pub fn run_drain_only(
+    cfg: &Config,
+    identity: &mut dyn PodResolver,
+    stop: &AtomicBool,
+    out: &mut dyn std::io::Write,
+) -> Result<(), PipelineError> {
+    let mut capture = Capture::load()?;
+    capture.set_local_peers(&identity.monitored_pod_ips())?;
+    capture.attach(&cfg.cgroup)?;
+    tracing::info!(
+        cgroup = %cfg.cgroup.display(),
+        "monitor attached (--drain-only: ring buffer drained and counted, no pipeline)"
+    );
+    if let Some(f) = &cfg.ready_file {
+        std::fs::write(f, format!("{}\n", std::process::id()))?;
+    }
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut last_report = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        while let Some(item) = capture.ring.next() {
+            records += 1;
+            bytes += item.len() as u64;
+        }
+        if stopping || last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            let counters = capture.counters()?;
+            let kernel: serde_json::Map<String, serde_json::Value> =
+                monitor_common::counter::Counter::ALL
+                    .into_iter()
+                    .map(|c| (c.name().to_owned(), counters[c as usize].into()))
+                    .collect();
+            let line = serde_json::json!({
+                "kind": "drain-stats",
+                "records": records,
+                "bytes": bytes,
+                "kernel": kernel,
+            });
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        }
+        if stopping {
+            return Ok(());
+        }
+        wait_readable(capture.ring.as_raw_fd(), cfg.drain_every);
+    }
+}
+
 /// Waits until the ring buffer signals data (a forced wakeup) or `timeout` passes.
 fn wait_readable(fd: i32, timeout: Duration) {
     let mut pfd = libc::pollfd {

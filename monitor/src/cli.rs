@@ -263,6 +263,13 @@ pub struct AgentArgs {
     /// With --collector, also print the records on stdout.
     #[arg(long)]
     pub stdout: bool,
+
+    /// Benchmark mode (`cargo xtask bench`, the "kernel side only" variant): attach the
+    /// kernel programs and drain the ring buffer, counting records, without the pipeline: no
+    /// HTTP records, no policy, no delivery. Prints one JSON line of cumulative counts a
+    /// second on stdout (`"kind":"drain-stats"`: records, bytes, kernel counters).
+    #[arg(long, conflicts_with_all = ["collector", "policy", "kubernetes"])]
+    pub drain_only: bool,
 }
 
 /// Client-side mTLS options (agent, observe, report).

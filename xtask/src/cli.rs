@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use crate::{ci, demo, lab, setup, util, vmtest};
+use crate::{bench, ci, demo, lab, setup, util, vmtest};
 
 /// Developer and CI tasks of the monitor workspace.
 #[derive(Debug, Parser)]
@@ -33,6 +33,27 @@ pub enum Cmd {
     },
     /// Replay the Vantage incident against the lab with the real agent and curl.
     Demo(DemoArgs),
+    /// Measure the monitor's overhead as ratios: no program (A, twice: the noise band) vs
+    /// kernel side only (K) vs full agent (F), interleaved, in the lab (root; ~3.5 minutes).
+    ///
+    /// In the lab of tests/fixtures/lab.yaml (prefix `bnch`), with the release `monitor`
+    /// binary (build it first: `cargo build --release -p monitor`), each round runs A1, K, F,
+    /// A2 (even rounds in reverse order), each with the same phases from pod client-a to nginx in
+    /// pod web: wrk -t1 -c16 (requests/s), an open-loop client at a fixed rate (p50/p99 from
+    /// the scheduled send time, so no coordinated omission) and iperf3 (bulk throughput). The
+    /// agent's CPU and peak RSS, and completeness (records vs requests served, losses), come
+    /// from the wrk phase. Then once, with the full agent: kernel ns per program run from
+    /// bpf_stats (kernel.bpf_stats_enabled is set only for that phase, then restored), and
+    /// detection latency (lookup sent → violation on the agent's stdout).
+    ///
+    /// A ratio within the A/A noise band is reported as inconclusive. Prints a table and
+    /// writes everything (machine facts, every run) to <target>/bench/bench.json. Takes about
+    /// 3.5 minutes with the defaults, 3 rounds (kept under 5: a round that would not fit is
+    /// skipped); ~35 s with --quick. Not part of CI: a measurement, not a test.
+    Bench(BenchArgs),
+    /// The bench's open-loop HTTP client (run inside a lab pod by `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchClient(BenchClientArgs),
     /// Run the whole test pipeline (what CI runs): setup, fmt, clippy, tests, lab tests, and
     /// the kernel and lab tests on Debian's 6.1 kernel in a VM (vm-test).
     Test {
@@ -149,6 +170,58 @@ pub struct DemoArgs {
     pub agent_logs: bool,
 }
 
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Agent binary (default: `<target>/release/monitor`; it is not built for you).
+    #[arg(long)]
+    pub monitor_bin: Option<PathBuf>,
+    /// JSON results file (default: `<target>/bench/bench.json`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Lab name prefix.
+    #[arg(long, default_value = bench::BENCH_PREFIX)]
+    pub prefix: String,
+    /// Rounds of A1/K/F/A2 (a round that would take the bench past ~5 minutes is skipped).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Seconds per wrk, open-loop and iperf3 phase.
+    #[arg(long, default_value_t = 5)]
+    pub phase_secs: u64,
+    /// Open-loop request rate (requests/s).
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u32,
+    /// Detection-latency lookups (10-20 ms apart).
+    #[arg(long, default_value_t = 100)]
+    pub lookups: u32,
+    /// A smoke run: one round, 2-second phases, 20 lookups (~35 s; figures are rough).
+    #[arg(long)]
+    pub quick: bool,
+    /// cgroup v2 mount (default: found in /proc/self/mountinfo).
+    #[arg(long)]
+    pub cgroup_mount: Option<PathBuf>,
+}
+
+/// Arguments of the hidden `cargo xtask bench-client`.
+#[derive(Debug, Args)]
+pub struct BenchClientArgs {
+    /// Server address (IP:PORT).
+    #[arg(long)]
+    pub addr: std::net::SocketAddr,
+    /// Request path.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Requests per second.
+    #[arg(long)]
+    pub rate: f64,
+    /// Duration in seconds.
+    #[arg(long)]
+    pub secs: f64,
+    /// Keep-alive connections (one thread each).
+    #[arg(long, default_value_t = 8)]
+    pub conns: usize,
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -166,6 +239,36 @@ pub fn main() -> Result<()> {
             agent_args: a.agent_args,
             agent_logs: a.agent_logs,
         }),
+        Cmd::Bench(a) => {
+            let mut o = bench::BenchOptions {
+                monitor_bin: a.monitor_bin,
+                out: a.out,
+                prefix: a.prefix,
+                rounds: a.rounds,
+                phase: std::time::Duration::from_secs(a.phase_secs.max(1)),
+                rate: a.rate.max(1),
+                lookups: a.lookups.max(1),
+                cgroup_mount: a.cgroup_mount,
+                ..bench::BenchOptions::default()
+            };
+            if a.quick {
+                o.rounds = 1;
+                o.phase = std::time::Duration::from_secs(2);
+                o.lookups = 20;
+            }
+            bench::run(&o)
+        }
+        Cmd::BenchClient(a) => {
+            let report = bench::client::run(
+                a.addr,
+                &a.path,
+                a.rate,
+                std::time::Duration::from_secs_f64(a.secs.max(0.1)),
+                a.conns,
+            )?;
+            crate::outln!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Cmd::Test {
             no_lab,
             no_vm,

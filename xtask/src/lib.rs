@@ -10,6 +10,7 @@
 //!   servers (nginx, a Python HTTP server, a TCP echo server) in the pods. The integration tests
 //!   (`tests/`) use it as a library.
 //! - [`demo`]: replays the Vantage incident against the lab with the real agent.
+//! - [`bench`]: `cargo xtask bench`, the monitor's overhead measured as ratios (DESIGN §6).
 //! - [`ci`]: the test pipeline behind `cargo xtask test` (and `.ci/run`).
 //! - [`vmtest`]: `cargo xtask vm-test`, the lab tests in a qemu VM on Debian's 6.1 kernel.
 //!
@@ -45,6 +46,7 @@ macro_rules! errln {
     }};
 }
 
+pub mod bench;
 pub mod cgroup;
 pub mod ci;
 pub mod cli;

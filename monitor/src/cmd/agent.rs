@@ -127,11 +127,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         });
         let loop_stop = stop.clone();
         let tee = args.stdout;
+        let drain_only = args.drain_only;
         let spool = delivery.map(|(s, ..)| s);
         let loop_metrics = metrics.clone();
         let mut worker = tokio::task::spawn_blocking(move || {
             let stdout = || BufWriter::new(std::io::stdout().lock());
             match spool {
+                None if drain_only => {
+                    agent::run_drain_only(&cfg, identity.as_mut(), &loop_stop, &mut stdout())
+                }
                 Some(spool) => {
                     let mut out = SpoolOut::new(spool, notify, tee.then(stdout), loop_metrics.clone());
                     agent::run(&cfg, identity.as_mut(), loop_metrics, &loop_stop, &mut out)
