@@ -27,7 +27,7 @@ const MAX_PENDING: usize = 256;
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Serial-number comparison: `a` is after `b`.
-fn after(a: u32, b: u32) -> bool {
+pub(crate) fn after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 

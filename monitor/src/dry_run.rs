@@ -15,7 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     collector::store::{StoreError, StoreReader},
-    policy::{Policy, PolicyErrors, engine::Engine, engine::HttpInput, violation::Rule},
+    pipeline::source_key,
+    policy::{
+        Policy, PolicyErrors,
+        engine::{Engine, HttpInput, who},
+        violation::Rule,
+    },
     record::Endpoint,
 };
 
@@ -112,25 +117,6 @@ struct StoredViolation {
     flow_id: Option<u64>,
 }
 
-/// The aggregation key of a source: `namespace/pod`, else its address (as the agent's).
-fn source_key(e: &Endpoint) -> String {
-    match (&e.namespace, &e.pod, e.ip) {
-        (Some(ns), Some(p), _) => format!("{ns}/{p}"),
-        (None, Some(p), _) => p.clone(),
-        (_, _, Some(ip)) => ip.to_string(),
-        _ => String::from("unknown"),
-    }
-}
-
-/// How a destination is named: its service, else pod, else address.
-fn who(dst: &Endpoint) -> String {
-    dst.service
-        .clone()
-        .or_else(|| dst.pod.clone())
-        .or_else(|| dst.ip.map(|i| i.to_string()))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Replays `range` of the store at `store` under `policy`.
 pub fn run(store: &Path, policy: Policy, range: &Range) -> Result<DryRun, DryRunError> {
     let reader = StoreReader::open(store)?;
@@ -141,11 +127,11 @@ pub fn run(store: &Path, policy: Policy, range: &Range) -> Result<DryRun, DryRun
     let mut groups: BTreeMap<(String, String, String, String), Group> = BTreeMap::new();
     let mut note = |rule: &str, src: &Endpoint, dst: &Endpoint, route: &str, fired, would| {
         let key = (rule.to_owned(), source_key(src), who(dst), route.to_owned());
-        let g = groups.entry(key).or_insert_with(|| Group {
-            rule: rule.to_owned(),
-            source: source_key(src),
-            destination: who(dst),
-            route: route.to_owned(),
+        let g = groups.entry(key).or_insert_with_key(|k| Group {
+            rule: k.0.clone(),
+            source: k.1.clone(),
+            destination: k.2.clone(),
+            route: k.3.clone(),
             ..Group::default()
         });
         g.fired += fired;

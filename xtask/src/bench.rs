@@ -920,17 +920,7 @@ impl BenchAgent {
 
 impl Drop for BenchAgent {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = util::signal(self.pid, libc::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(self.child.try_wait(), Ok(None)) {
-                let _ = util::signal(self.pid, libc::SIGKILL);
-            }
-            let _ = self.child.wait();
-        }
+        util::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(5));
     }
 }
 

@@ -1291,17 +1291,7 @@ impl Collector {
 
 impl Drop for Collector {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = util::signal(self.pid, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(8);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(self.child.try_wait(), Ok(None)) {
-                let _ = util::signal(self.pid, libc::SIGKILL);
-                let _ = self.child.wait();
-            }
-        }
+        util::stop_child(&mut self.child, libc::SIGTERM, Duration::from_secs(8));
     }
 }
 
@@ -1515,16 +1505,8 @@ impl Drop for Agent {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             crate::errln!("stopping the agent (pid {})", self.pid);
-            let _ = util::signal(self.pid, libc::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(self.child.try_wait(), Ok(None)) {
-                let _ = util::signal(self.pid, libc::SIGKILL);
-                let _ = self.child.wait();
-            }
         }
+        util::stop_child(&mut self.child, libc::SIGINT, Duration::from_secs(5));
     }
 }
 

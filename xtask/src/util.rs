@@ -192,6 +192,24 @@ pub fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
     Ok(())
 }
 
+/// Stops a child we started, if it is still running: `sig` to its PID, then SIGKILL if it has
+/// not exited within `grace`; reaps it either way.
+pub fn stop_child(child: &mut std::process::Child, sig: libc::c_int, grace: Duration) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    let pid = child.id();
+    let _ = signal(pid, sig);
+    let deadline = Instant::now() + grace;
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = signal(pid, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
 /// The last `max_lines` lines of a (log) file, for error messages; empty if unreadable.
 pub fn tail_file(path: &Path, max_lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

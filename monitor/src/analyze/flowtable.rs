@@ -42,13 +42,9 @@ use monitor_common::{
 use super::packet::Segment;
 use crate::{
     capture::CaptureError,
+    conn::after,
     pipeline::{LossCount, Source},
 };
-
-/// Serial-number comparison: `a` is after `b`.
-fn after(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) > 0
-}
 
 /// Bounds of the flow table.
 #[derive(Debug, Clone, Copy)]
@@ -92,10 +88,9 @@ pub struct Stats {
     pub flow_table_full: u64,
     /// Flows opened.
     pub flows: u64,
-    /// HTTP head chunks written.
-    pub chunks: u64,
-    /// Segments whose payload the capture cut (snap length) where the head needed it.
-    pub snaplen_cut: u64,
+    /// Frames whose headers could not be read (reported through
+    /// [`FlowTable::note_undecodable`]).
+    pub undecodable: u64,
 }
 
 /// A segment waiting for a gap before it to fill.
@@ -158,9 +153,6 @@ pub struct FlowTable {
     stats: Stats,
     /// Bytes held in waiting segments, over all flows.
     waiting_bytes: usize,
-    /// Frames that were not TCP (counted by the reader) are not seen here; undecodable ones are
-    /// reported through [`FlowTable::note_undecodable`].
-    undecodable: u64,
 }
 
 /// A segment's payload as delivered in order (possibly trimmed at the front).
@@ -199,7 +191,7 @@ impl FlowTable {
 
     /// A frame whose headers could not be read.
     pub fn note_undecodable(&mut self) {
-        self.undecodable += 1;
+        self.stats.undecodable += 1;
     }
 
     /// One TCP segment captured at `ts_ns` (Unix ns).
@@ -452,7 +444,7 @@ fn order(
     let next = *o.next.get_or_insert(p.seq);
     let end = p.seq.wrapping_add(p.len);
     if p.seq == next {
-        deliver(e, dir, &p, stats, events);
+        deliver(e, dir, &p, events);
         deliver_ready(e, dir, stats, events);
     } else if after(p.seq, next) {
         if o.waiting.iter().any(|w| w.seq == p.seq) {
@@ -481,7 +473,7 @@ fn order(
             tail: p.tail,
             ts_ns: p.ts_ns,
         };
-        deliver(e, dir, &trimmed, stats, events);
+        deliver(e, dir, &trimmed, events);
         deliver_ready(e, dir, stats, events);
     } else {
         stats.retransmitted += 1;
@@ -509,7 +501,7 @@ fn deliver_ready(e: &mut Entry, dir: Direction, stats: &mut Stats, events: &mut 
             tail: w.tail,
             ts_ns: w.ts_ns,
         };
-        deliver(e, dir, &p, stats, events);
+        deliver(e, dir, &p, events);
     }
 }
 
@@ -545,13 +537,7 @@ fn skip_gaps(
 }
 
 /// The kernel's HTTP head capture (`capture` in http.rs) for one in-order payload.
-fn deliver(
-    e: &mut Entry,
-    dir: Direction,
-    p: &Payload<'_>,
-    stats: &mut Stats,
-    events: &mut VecDeque<Event>,
-) {
+fn deliver(e: &mut Entry, dir: Direction, p: &Payload<'_>, events: &mut VecDeque<Event>) {
     let o = &mut e.order[dir.index()];
     o.next = Some(p.seq.wrapping_add(p.len));
     let first8 = match p.head.get(..8) {
@@ -574,14 +560,11 @@ fn deliver(
     } else if kind != ChunkKind::Continuation {
         *budget = CONT_SEGMENTS;
     }
+    // Less than the payload when the capture's snap length cut it: the head shows as truncated.
     let captured = p.head.len().min(p.len as usize).min(HTTP_CAPTURE);
-    if captured < (p.len as usize).min(HTTP_CAPTURE) {
-        stats.snaplen_cut += 1;
-    }
     if captured == 0 {
         return;
     }
-    stats.chunks += 1;
     let meta = HttpChunkMeta {
         hdr: RecordHeader::new::<HttpChunk>(
             RecordKind::HttpChunk,
@@ -652,7 +635,7 @@ impl Source for FlowTable {
     fn losses(&self) -> Result<Vec<LossCount>, CaptureError> {
         Ok(vec![
             ("capture", "missing-segment", self.stats.missing_segments),
-            ("capture", "undecodable-packet", self.undecodable),
+            ("capture", "undecodable-packet", self.stats.undecodable),
             ("capture", "flow-table-full", self.stats.flow_table_full),
         ])
     }

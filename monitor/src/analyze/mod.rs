@@ -56,8 +56,6 @@ pub struct Summary {
     pub bytes: u64,
     /// Frames that were not TCP (other protocols).
     pub not_tcp: u64,
-    /// Frames whose headers could not be read.
-    pub undecodable: u64,
     /// IP fragments (not reassembled).
     pub fragments: u64,
     /// Frames on an interface of an unsupported link type.
@@ -133,10 +131,7 @@ pub fn run(
                     Ok(seg) => table.segment(frame.ts_ns, &seg),
                     Err(NotTcp::Other) => sum.not_tcp += 1,
                     Err(NotTcp::Fragment) => sum.fragments += 1,
-                    Err(NotTcp::Undecodable) => {
-                        sum.undecodable += 1;
-                        table.note_undecodable();
-                    }
+                    Err(NotTcp::Undecodable) => table.note_undecodable(),
                 },
             }
             if now.saturating_sub(last_gap_check) >= 100_000_000 {
@@ -151,9 +146,11 @@ pub fn run(
         if let Some(e) = failed.take() {
             return Err(e);
         }
-        let read: u64 = files.files().map(|f| f.bytes_read()).sum();
-        if let Some(p) = &pipe {
-            progress.update(read, total_bytes, sum.packets, table.len(), p);
+        if let Some(p) = &pipe
+            && progress.due()
+        {
+            let read: u64 = files.files().map(|f| f.bytes_read()).sum();
+            progress.show(read, total_bytes, sum.packets, table.len(), p);
         }
         if !more {
             break;

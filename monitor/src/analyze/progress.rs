@@ -36,16 +36,18 @@ impl Progress {
         }
     }
 
-    /// Notes where the analysis is; rewrites the line when it is due.
-    pub fn update(&mut self, read: u64, total: u64, packets: u64, flows: usize, p: &Pipeline) {
+    /// Called once per packet: true when the line is due for a rewrite ([`Progress::show`]).
+    pub fn due(&mut self) -> bool {
         if !self.enabled {
-            return;
+            return false;
         }
         // Looking at the clock on every packet would cost more than the rest of this.
         self.calls = self.calls.wrapping_add(1);
-        if !self.calls.is_multiple_of(1024) || self.last.elapsed() < EVERY {
-            return;
-        }
+        self.calls.is_multiple_of(1024) && self.last.elapsed() >= EVERY
+    }
+
+    /// Rewrites the line with where the analysis is.
+    pub fn show(&mut self, read: u64, total: u64, packets: u64, flows: usize, p: &Pipeline) {
         self.last = Instant::now();
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let pct = if total > 0 {

@@ -6,7 +6,7 @@
 
 use std::{
     fs::File,
-    io::{self, Read},
+    io::{self, Read, Seek as _},
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -144,7 +144,7 @@ pub struct CaptureFile {
 impl CaptureFile {
     /// Opens `path` and reads its header.
     pub fn open(path: &Path) -> Result<Self, CaptureFileError> {
-        let file = File::open(path).map_err(|source| CaptureFileError::Open {
+        let mut file = File::open(path).map_err(|source| CaptureFileError::Open {
             path: path.to_owned(),
             source,
         })?;
@@ -155,17 +155,14 @@ impl CaptureFile {
             });
         }
         let mut magic = [0u8; 4];
-        let got = (&file)
+        let got = file
             .read(&mut magic)
+            .and_then(|n| file.rewind().map(|()| n))
             .map_err(|source| CaptureFileError::Open {
                 path: path.to_owned(),
                 source,
             })?;
         let read = Arc::new(AtomicU64::new(0));
-        let file = File::open(path).map_err(|source| CaptureFileError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
         let counting = Counting {
             file,
             read: read.clone(),

@@ -160,7 +160,7 @@ fn print_summary(s: &Summary, out: &AnalyzeOut, opts: &Options, wall: Duration) 
         f.missing_segments,
         f.missing_bytes,
         s.not_tcp,
-        s.undecodable,
+        f.undecodable,
         s.fragments,
         s.unsupported_link,
         f.flow_table_full,

@@ -14,6 +14,7 @@ mod source;
 
 pub use out::{RecordOut, WriteOut, new_boot_id};
 use policy::PolicyWatch;
+pub(crate) use policy::source_key;
 pub use source::{LossCount, Source};
 
 use quarantine::QuarantineBook;

@@ -27,7 +27,7 @@ pub struct PolicyWatch {
 }
 
 /// Aggregation key of a source: namespace/pod, else its address.
-pub(super) fn source_key(e: &Endpoint) -> String {
+pub(crate) fn source_key(e: &Endpoint) -> String {
     match (&e.namespace, &e.pod, e.ip) {
         (Some(ns), Some(p), _) => format!("{ns}/{p}"),
         (None, Some(p), _) => p.clone(),

@@ -102,7 +102,7 @@ pub struct Engine {
 }
 
 /// Name used for an endpoint in baselines and edges: its service, else pod, else address.
-fn who(e: &Endpoint) -> String {
+pub(crate) fn who(e: &Endpoint) -> String {
     e.service
         .clone()
         .or_else(|| e.pod.clone())
