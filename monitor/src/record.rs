@@ -136,7 +136,12 @@ pub enum EndpointKind {
 }
 
 /// One end of a flow. (Deserialize: `monitor policy dry-run` reads stored records back.)
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+///
+/// The peer's identity is the resolver's own [`Pod`], shared: a record about a pod costs a
+/// reference count, not a copy of its names and labels. The JSON form flattens it into
+/// `namespace`, `pod`, `service`, `service_account`, `labels` and `isolated_by`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(from = "EndpointFields")]
 pub struct Endpoint {
     /// What the peer is.
     pub kind: EndpointKind,
@@ -144,63 +149,155 @@ pub struct Endpoint {
     pub ip: Option<IpAddr>,
     /// TCP port.
     pub port: u16,
-    /// Namespace.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Pod (or external host) name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
-    /// Service the pod backs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    /// Service account.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service_account: Option<String>,
-    /// Labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// NetworkPolicy that isolates the pod (deny-all), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub isolated_by: Option<String>,
+    /// Who the peer is, if the inventory (or Kubernetes) knows it.
+    pub identity: Option<Arc<Pod>>,
     /// cgroup id of a local socket (always set for the observing side).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
     /// Why identity is missing, when it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
+
+/// Labels of an endpoint without identity.
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
 impl Endpoint {
     /// An endpoint for `pod` (if known) at `ip:port`.
     pub fn new(pod: Option<&Arc<Pod>>, ip: Option<IpAddr>, port: u16) -> Self {
-        let mut e = Self {
-            kind: EndpointKind::Unknown,
-            ip,
-            port,
-            namespace: None,
-            pod: None,
-            service: None,
-            service_account: None,
-            labels: BTreeMap::new(),
-            isolated_by: None,
-            cgroup_id: None,
-            note: None,
-        };
-        if let Some(p) = pod {
-            e.kind = match p.kind {
+        Self {
+            kind: pod.map_or(EndpointKind::Unknown, |p| match p.kind {
                 PeerKind::Pod => EndpointKind::Pod,
                 PeerKind::Service => EndpointKind::Service,
                 PeerKind::External => EndpointKind::External,
                 PeerKind::Node => EndpointKind::Node,
-            };
-            e.namespace = (!p.namespace.is_empty()).then(|| p.namespace.clone());
-            e.pod = Some(p.name.clone());
-            e.service = p.service.clone();
-            e.service_account = p.service_account.clone();
-            e.labels = p.labels.clone();
-            e.isolated_by = p.isolated_by.clone();
+            }),
+            ip,
+            port,
+            identity: pod.cloned(),
+            cgroup_id: None,
+            note: None,
         }
-        e
+    }
+
+    /// Namespace (none for an identity without one, such as an external host).
+    pub fn namespace(&self) -> Option<&str> {
+        self.identity
+            .as_deref()
+            .map(|p| p.namespace.as_str())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// Pod (or external host) name.
+    pub fn pod(&self) -> Option<&str> {
+        self.identity.as_deref().map(|p| p.name.as_str())
+    }
+
+    /// Service the pod backs.
+    pub fn service(&self) -> Option<&str> {
+        self.identity.as_deref()?.service.as_deref()
+    }
+
+    /// Service account.
+    pub fn service_account(&self) -> Option<&str> {
+        self.identity.as_deref()?.service_account.as_deref()
+    }
+
+    /// Labels (empty without identity).
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        self.identity.as_deref().map_or(&NO_LABELS, |p| &p.labels)
+    }
+
+    /// NetworkPolicy that isolates the pod (deny-all), if any.
+    pub fn isolated_by(&self) -> Option<&str> {
+        self.identity.as_deref()?.isolated_by.as_deref()
+    }
+}
+
+/// The JSON form of an [`Endpoint`] (see `docs/records.md`), borrowed for writing.
+#[derive(Serialize)]
+struct EndpointJson<'a> {
+    kind: EndpointKind,
+    ip: Option<IpAddr>,
+    port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_account: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    isolated_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        EndpointJson {
+            kind: self.kind,
+            ip: self.ip,
+            port: self.port,
+            namespace: self.namespace(),
+            pod: self.pod(),
+            service: self.service(),
+            service_account: self.service_account(),
+            labels: self.labels(),
+            isolated_by: self.isolated_by(),
+            cgroup_id: self.cgroup_id,
+            note: self.note.as_deref(),
+        }
+        .serialize(s)
+    }
+}
+
+/// The JSON form of an [`Endpoint`], owned for reading back.
+#[derive(serde::Deserialize)]
+struct EndpointFields {
+    kind: EndpointKind,
+    ip: Option<IpAddr>,
+    port: u16,
+    namespace: Option<String>,
+    pod: Option<String>,
+    service: Option<String>,
+    service_account: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    isolated_by: Option<String>,
+    cgroup_id: Option<u64>,
+    note: Option<String>,
+}
+
+impl From<EndpointFields> for Endpoint {
+    fn from(f: EndpointFields) -> Self {
+        // A written endpoint names a pod exactly when it had an identity.
+        let identity = f.pod.map(|name| {
+            let kind = match f.kind {
+                EndpointKind::Service => PeerKind::Service,
+                EndpointKind::External => PeerKind::External,
+                EndpointKind::Node => PeerKind::Node,
+                _ => PeerKind::Pod,
+            };
+            let mut p = Pod::named(&name, kind);
+            p.namespace = f.namespace.unwrap_or_default();
+            p.service = f.service;
+            p.service_account = f.service_account;
+            p.labels = f.labels;
+            p.isolated_by = f.isolated_by;
+            Arc::new(p)
+        });
+        Self {
+            kind: f.kind,
+            ip: f.ip,
+            port: f.port,
+            identity,
+            cgroup_id: f.cgroup_id,
+            note: f.note,
+        }
     }
 }
 
@@ -333,5 +430,50 @@ pub fn split_target(target: &str) -> (String, Option<String>) {
     match target.split_once('?') {
         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
         None => (target.to_owned(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON form is the record contract: the shared identity is written flat, and what
+    /// `monitor policy dry-run` reads back writes the same JSON again.
+    #[test]
+    fn endpoint_json_is_flat_and_reads_back_the_same() {
+        let mut p = Pod::named("svc-recommendation-engine-04", PeerKind::Pod);
+        p.namespace = "vantage".into();
+        p.service = Some("svc-recommendation-engine".into());
+        p.service_account = Some("recommender".into());
+        p.labels = BTreeMap::from([("app".into(), "recommendation-engine".into())]);
+        p.isolated_by = Some("deny-all".into());
+        let mut e = Endpoint::new(Some(&Arc::new(p)), "10.77.0.24".parse().ok(), 53202);
+        e.cgroup_id = Some(9921);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "pod", "ip": "10.77.0.24", "port": 53202, "namespace": "vantage",
+                "pod": "svc-recommendation-engine-04", "service": "svc-recommendation-engine",
+                "service_account": "recommender", "labels": {"app": "recommendation-engine"},
+                "isolated_by": "deny-all", "cgroup_id": 9921
+            })
+        );
+        let back: Endpoint = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
+        assert_eq!(back.service(), Some("svc-recommendation-engine"));
+
+        let mut unknown = Endpoint::new(None, "192.0.2.7".parse().ok(), 443);
+        unknown.kind = EndpointKind::Unattributed;
+        unknown.note = Some("cgroup 7 is not a known pod (yet)".into());
+        let json = serde_json::to_value(&unknown).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "unattributed", "ip": "192.0.2.7", "port": 443,
+                               "note": "cgroup 7 is not a known pod (yet)"})
+        );
+        let back: Endpoint = serde_json::from_value(json.clone()).unwrap();
+        assert!(back.identity.is_none() && back.labels().is_empty());
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
     }
 }

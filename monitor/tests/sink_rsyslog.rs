@@ -20,8 +20,9 @@ use std::{
 
 use monitor::{
     collector::StoredRecord,
+    identity::{PeerKind, Pod},
     policy::violation::{PolicyRef, Rule, Severity, Violation, ViolationHttp},
-    record::{Endpoint, EndpointKind, LossRecord, Record},
+    record::{Endpoint, LossRecord, Record},
     sink::{
         Sink, cef,
         syslog::{APP_NAME, DEFAULT_FACILITY, SyslogConfig, SyslogSink, rfc5424, syslog_severity},
@@ -304,11 +305,13 @@ impl Drop for Rsyslog {
 }
 
 fn endpoint(ip: &str, port: u16, ns: &str, pod: &str) -> Endpoint {
-    let mut e = Endpoint::new(None, Some(ip.parse().unwrap()), port);
-    e.kind = EndpointKind::Pod;
-    e.namespace = Some(ns.into());
-    e.pod = Some(pod.into());
-    e
+    let mut p = Pod::named(pod, PeerKind::Pod);
+    p.namespace = ns.into();
+    Endpoint::new(
+        Some(&std::sync::Arc::new(p)),
+        Some(ip.parse().unwrap()),
+        port,
+    )
 }
 
 fn stored(rec: &Record, seq: u64) -> StoredRecord {

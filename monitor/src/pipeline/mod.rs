@@ -353,10 +353,11 @@ impl Pipeline {
         for o in outputs {
             match o {
                 Output::Exchange(e) => {
-                    if let Some(mut r) = self.http_record(&e, identity) {
-                        self.note_escape(&r.source, &r.destination, e.request_ns);
+                    let request_ns = e.request_ns;
+                    if let Some(mut r) = self.http_record(*e, identity) {
+                        self.note_escape(&r.source, &r.destination, request_ns);
                         // Violations first: a SIEM sees the alert no later than the evidence.
-                        self.evaluate_http(&r, e.request_ns, &node, out)?;
+                        self.evaluate_http(&r, request_ns, &node, out)?;
                         self.redact(&mut r);
                         self.write(&Record::Http(Box::new(r)), out)?;
                     }
@@ -472,7 +473,8 @@ impl Pipeline {
         }
     }
 
-    fn http_record(&mut self, e: &Exchange, identity: &mut dyn PodResolver) -> Option<HttpRecord> {
+    /// The record of an exchange; its strings move into the record.
+    fn http_record(&mut self, e: Exchange, identity: &mut dyn PodResolver) -> Option<HttpRecord> {
         let (source, destination) = self.endpoints(
             e.flow.cgroup_id,
             e.flow.tuple.as_ref(),
@@ -481,6 +483,7 @@ impl Pipeline {
         )?;
         let (path, query) = split_target(&e.request.target);
         let resp = e.response.as_ref();
+        let request = e.request;
         Some(HttpRecord {
             time: self.clock.rfc3339(e.request_ns),
             node: self.settings.node.clone(),
@@ -489,12 +492,12 @@ impl Pipeline {
             source,
             destination,
             http: HttpFields {
-                method: e.request.method.clone(),
-                target: e.request.target.clone(),
+                method: request.method,
+                target: request.target,
                 path,
                 query,
-                host: e.request.host.clone(),
-                version: format!("1.{}", e.request.version),
+                host: request.host,
+                version: format!("1.{}", request.version),
                 status: resp.map(|r| r.head.status),
                 request_body_bytes: e.request_body_bytes,
                 response_bytes: resp.and_then(|r| r.bytes),

@@ -28,9 +28,9 @@ pub struct PolicyWatch {
 
 /// Aggregation key of a source: namespace/pod, else its address.
 pub(crate) fn source_key(e: &Endpoint) -> String {
-    match (&e.namespace, &e.pod, e.ip) {
+    match (e.namespace(), e.pod(), e.ip) {
         (Some(ns), Some(p), _) => format!("{ns}/{p}"),
-        (None, Some(p), _) => p.clone(),
+        (None, Some(p), _) => p.to_owned(),
         (_, _, Some(ip)) => ip.to_string(),
         _ => String::from("unknown"),
     }

@@ -190,8 +190,11 @@ impl Pipeline {
 
     /// Counts an exchange or flow of a pod under enforced quarantine that got through anyway.
     pub(super) fn note_escape(&mut self, src: &Endpoint, dst: &Endpoint, ns: u64) {
+        if self.quarantine.pods.is_empty() {
+            return; // the common case: nobody quarantined, nothing to key
+        }
         for ep in [src, dst] {
-            if let (Some(p), Some(n)) = (&ep.pod, &ep.namespace) {
+            if let (Some(p), Some(n)) = (ep.pod(), ep.namespace()) {
                 let key = format!("{n}/{p}");
                 if let Some(q) = self.quarantine.pods.get(&key)
                     && q.enforce

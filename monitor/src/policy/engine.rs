@@ -92,6 +92,8 @@ struct Rate {
 #[derive(Debug)]
 pub struct Engine {
     policy: Policy,
+    /// The policy's paths lowered once (see [`path::lower`]).
+    lowered: Lowered,
     started_ns: u64,
     /// (caller, destination, route) → response body sizes.
     sizes: HashMap<(String, String, String), Mean>,
@@ -101,18 +103,44 @@ pub struct Engine {
     edges: HashSet<(String, String, String)>,
 }
 
+/// The policy's protected prefixes and catalog paths in lower case, index for index.
+#[derive(Debug, Default)]
+struct Lowered {
+    prefixes: Vec<String>,
+    catalog: Vec<String>,
+}
+
+impl Lowered {
+    fn of(policy: &Policy) -> Self {
+        Self {
+            prefixes: policy
+                .spec
+                .protected_prefixes
+                .iter()
+                .map(|p| path::lower(p))
+                .collect(),
+            catalog: policy
+                .spec
+                .endpoints
+                .iter()
+                .map(|e| path::lower(&e.path))
+                .collect(),
+        }
+    }
+}
+
 /// Name used for an endpoint in baselines and edges: its service, else pod, else address.
 pub(crate) fn who(e: &Endpoint) -> String {
-    e.service
-        .clone()
-        .or_else(|| e.pod.clone())
+    e.service()
+        .or_else(|| e.pod())
+        .map(str::to_owned)
         .or_else(|| e.ip.map(|i| i.to_string()))
         .unwrap_or_else(|| "unknown".into())
 }
 
 /// How an endpoint is named in messages: `pod (service)`, else what [`who`] gives.
 fn describe(e: &Endpoint) -> String {
-    match (&e.pod, &e.service) {
+    match (e.pod(), e.service()) {
         (Some(p), Some(s)) if p != s => format!("{p} ({s})"),
         _ => who(e),
     }
@@ -122,6 +150,7 @@ impl Engine {
     /// An engine for `policy`, started at `now_ns` (the new-edge learning period starts here).
     pub fn new(policy: Policy, now_ns: u64) -> Self {
         Self {
+            lowered: Lowered::of(&policy),
             policy,
             started_ns: now_ns,
             sizes: HashMap::new(),
@@ -138,6 +167,7 @@ impl Engine {
 
     /// Replaces the policy; learnt baselines and edges are kept.
     pub fn set_policy(&mut self, policy: Policy) {
+        self.lowered = Lowered::of(&policy);
         self.policy = policy;
     }
 
@@ -156,8 +186,8 @@ impl Engine {
         if ep.kind != EndpointKind::Pod {
             return None;
         }
-        let name = ep.pod.as_deref()?;
-        let ns = ep.namespace.as_deref().unwrap_or("");
+        let name = ep.pod()?;
+        let ns = ep.namespace().unwrap_or("");
         for (i, p) in q.pods.iter().enumerate() {
             let hit = match p.split_once('/') {
                 Some((pns, pn)) => pns == ns && pn == name,
@@ -170,14 +200,18 @@ impl Engine {
                 ));
             }
         }
-        if !q.selector.is_empty() && q.selector.iter().all(|(k, v)| ep.labels.get(k) == Some(v)) {
+        if !q.selector.is_empty()
+            && q.selector
+                .iter()
+                .all(|(k, v)| ep.labels().get(k) == Some(v))
+        {
             return Some((
                 "quarantine.selector".into(),
                 "its labels match the quarantine selector".into(),
             ));
         }
         if q.network_policies
-            && let Some(np) = &ep.isolated_by
+            && let Some(np) = ep.isolated_by()
         {
             return Some((
                 "quarantine".into(),
@@ -190,7 +224,7 @@ impl Engine {
     fn caller_allowed(callers: &[Caller], src: &Endpoint, dst: &Endpoint) -> bool {
         callers.iter().any(|c| match c {
             Caller::Keyword(CallerKeyword::SelfService) => {
-                src.service.is_some() && src.service == dst.service
+                src.service().is_some() && src.service() == dst.service()
             }
             Caller::Keyword(CallerKeyword::Node) => src.kind == EndpointKind::Node,
             Caller::Selector(CallerSelector {
@@ -201,15 +235,14 @@ impl Engine {
                 src.kind == EndpointKind::Pod
                     && service
                         .as_ref()
-                        .is_none_or(|s| src.service.as_ref() == Some(s))
+                        .is_none_or(|s| src.service() == Some(s.as_str()))
                     && namespace
                         .as_ref()
-                        .is_none_or(|n| src.namespace.as_ref() == Some(n))
+                        .is_none_or(|n| src.namespace() == Some(n.as_str()))
                     && pod.as_ref().is_none_or(|p| {
-                        src.pod.as_ref() == Some(p)
+                        src.pod() == Some(p.as_str())
                             || p.split_once('/').is_some_and(|(n, name)| {
-                                src.namespace.as_deref() == Some(n)
-                                    && src.pod.as_deref() == Some(name)
+                                src.namespace() == Some(n) && src.pod() == Some(name)
                             })
                     })
             }
@@ -219,7 +252,7 @@ impl Engine {
     fn serves(e: &CatalogEndpoint, dst: &Endpoint) -> bool {
         e.services
             .iter()
-            .any(|s| s == "*" || dst.service.as_ref() == Some(s))
+            .any(|s| s == "*" || dst.service() == Some(s.as_str()))
     }
 
     /// Catalog rules: undocumented endpoints and disallowed callers.
@@ -231,36 +264,46 @@ impl Engine {
         norm: &Normalized,
     ) -> Option<Finding> {
         let spec = &self.policy.spec;
-        let (pi, prefix) = spec
-            .protected_prefixes
+        let pi = self
+            .lowered
+            .prefixes
             .iter()
-            .enumerate()
-            .find(|(_, p)| path::under(&norm.lower, &p.to_lowercase()))?;
+            .position(|p| path::under(&norm.lower, p))?;
+        let prefix = &spec.protected_prefixes[pi];
         // Only our own services have a catalog; other destinations are egress's business.
         if !matches!(dst.kind, EndpointKind::Pod | EndpointKind::Service) {
             return None;
         }
-        let dst_name = dst.service.clone().unwrap_or_else(|| who(dst));
-        let evasion = if norm.notes.is_empty() {
-            String::new()
-        } else {
-            format!(" (request target used: {})", norm.notes.join(", "))
+        // Message parts, built only when there is a finding.
+        let dst_name = || dst.service().map_or_else(|| who(dst), str::to_owned);
+        let evasion = || {
+            if norm.notes.is_empty() {
+                String::new()
+            } else {
+                format!(" (request target used: {})", norm.notes.join(", "))
+            }
         };
         let documented = spec
             .endpoints
             .iter()
+            .zip(&self.lowered.catalog)
             .enumerate()
-            .find(|(_, e)| path::matches_catalog(&norm.lower, &e.path) && Self::serves(e, dst));
+            .find(|(_, (e, lower))| {
+                path::matches_catalog(&norm.lower, lower) && Self::serves(e, dst)
+            })
+            .map(|(i, (e, _))| (i, e));
         let Some((ei, e)) = documented else {
             return Some(Finding {
                 rule: Rule::UndocumentedEndpoint,
                 severity: Severity::Critical,
                 policy_rule: format!("protected_prefixes[{pi}]"),
                 message: format!(
-                    "{} called {method} {} on {dst_name}: not a documented endpoint under \
-                     protected prefix {prefix}{evasion}",
+                    "{} called {method} {} on {}: not a documented endpoint under \
+                     protected prefix {prefix}{}",
                     describe(src),
-                    norm.path
+                    norm.path,
+                    dst_name(),
+                    evasion()
                 ),
             });
         };
@@ -270,10 +313,12 @@ impl Engine {
                 severity: Severity::Critical,
                 policy_rule: format!("endpoints[{ei}]"),
                 message: format!(
-                    "{} called {method} {} on {dst_name}: documented for {} only{evasion}",
+                    "{} called {method} {} on {}: documented for {} only{}",
                     describe(src),
                     norm.path,
-                    e.methods.join(", ")
+                    dst_name(),
+                    e.methods.join(", "),
+                    evasion()
                 ),
             });
         }
@@ -283,10 +328,12 @@ impl Engine {
                 severity: Severity::High,
                 policy_rule: format!("endpoints[{ei}]"),
                 message: format!(
-                    "{} called internal endpoint {method} {} on {dst_name}, which the catalog \
-                     does not allow it to call{evasion}",
+                    "{} called internal endpoint {method} {} on {}, which the catalog \
+                     does not allow it to call{}",
                     describe(src),
-                    e.path
+                    e.path,
+                    dst_name(),
+                    evasion()
                 ),
             });
         }
@@ -369,7 +416,7 @@ impl Engine {
                         && (x.ports.is_empty() || x.ports.contains(&port))
                         && (x.from.is_empty() || x.from.contains(&from))
                 });
-                let name = dst.pod.clone().unwrap_or_else(|| ip.to_string());
+                let name = dst.pod().map_or_else(|| ip.to_string(), str::to_owned);
                 (!ok).then(|| Finding {
                     rule: Rule::EgressNotAllowed,
                     severity: Severity::High,
@@ -430,11 +477,10 @@ impl Engine {
     ) -> HttpVerdict {
         let norm = path::normalize(http.target);
         let protected = self
-            .policy
-            .spec
-            .protected_prefixes
+            .lowered
+            .prefixes
             .iter()
-            .any(|p| path::under(&norm.lower, &p.to_lowercase()));
+            .any(|p| path::under(&norm.lower, p));
         let route = path::route(&norm, protected);
         let query = http.target.split_once('?').map_or("", |(_, q)| q);
         let catalog = self.catalog(src, dst, http.method, &norm);
@@ -894,6 +940,11 @@ baselines:
         assert!(e.egress(&unknown, &profile()).is_none());
     }
 
+    /// The endpoint's own copy of its identity, to change in a test.
+    fn identity_of(e: &mut Endpoint) -> &mut Pod {
+        std::sync::Arc::make_mut(e.identity.as_mut().expect("a pod endpoint"))
+    }
+
     #[test]
     fn quarantine_by_name_selector_and_network_policy() {
         let mut e = engine();
@@ -909,10 +960,10 @@ baselines:
         );
         assert!(e.quarantine_finding(&rec(1), &profile()).is_none());
         let mut labelled = rec(2);
-        labelled.labels = BTreeMap::from([("quarantine".into(), "true".into())]);
+        identity_of(&mut labelled).labels = BTreeMap::from([("quarantine".into(), "true".into())]);
         assert!(e.quarantine_finding(&labelled, &profile()).is_some());
         let mut isolated = rec(2);
-        isolated.isolated_by = Some("deny-all-rec-02".into());
+        identity_of(&mut isolated).isolated_by = Some("deny-all-rec-02".into());
         let f = e.quarantine_finding(&isolated, &profile()).unwrap();
         assert!(f.message.contains("deny-all-rec-02"), "{}", f.message);
         assert!(

@@ -62,6 +62,9 @@ pub fn normalize(target: &str) -> Normalized {
     let path = rest.split(['?', '#']).next().unwrap_or("");
     let mut decoded = path.to_owned();
     for round in 0..4 {
+        if !decoded.contains('%') {
+            break;
+        }
         let next = percent_decode(&decoded);
         if next == decoded {
             break;
@@ -125,16 +128,24 @@ pub fn normalize(target: &str) -> Normalized {
 /// end in `/`; `/internal/` covers `/internal` and `/internal/x` but not `/internalx`.
 pub fn under(path_lower: &str, prefix: &str) -> bool {
     let p = prefix.trim_end_matches('/');
-    path_lower == p || path_lower.starts_with(&format!("{p}/"))
+    path_lower
+        .strip_prefix(p)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// True if normalised `path_lower` matches a catalog path: exact, or a subtree for `/**`.
+/// True if normalised `path_lower` matches a catalog path (lower-case, see [`lower`]): exact,
+/// or a subtree for `/**`.
 pub fn matches_catalog(path_lower: &str, catalog: &str) -> bool {
-    let catalog = catalog.to_lowercase();
     match catalog.strip_suffix("/**") {
         Some(base) => under(path_lower, base),
         None => path_lower == catalog.trim_end_matches('/'),
     }
+}
+
+/// A policy path (protected prefix, catalog path) in the case [`Normalized::lower`] uses; the
+/// engine lowers each once per policy, not per request.
+pub fn lower(policy_path: &str) -> String {
+    policy_path.to_lowercase()
 }
 
 /// Route used for baselines: numeric, UUID and long hex segments become `{id}` so that

@@ -1,15 +1,16 @@
 //! Realistic stored records for the sink tests, built from the agent's own record types (the
 //! docs/records.md example) plus the collector's `seq`, `boot_id` and `node`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde_json::Value;
 
 use crate::{
     collector::StoredRecord,
     conn::{Completion, Observer},
+    identity::{PeerKind, Pod},
     policy::violation::{PolicyRef, Rule, Severity, Violation, ViolationHttp},
-    record::{Endpoint, EndpointKind, FlowRecord, HttpFields, HttpRecord, LossRecord, Record},
+    record::{Endpoint, FlowRecord, HttpFields, HttpRecord, LossRecord, Record},
 };
 
 pub const NODE: &str = "vantage-node-1";
@@ -19,24 +20,25 @@ pub const T0: &str = "2026-11-22T06:22:52.775828885Z";
 pub const T0_NS: i64 = 1_795_328_572_775_828_885;
 
 fn source() -> Endpoint {
-    let mut e = Endpoint::new(None, Some("10.77.0.24".parse().unwrap()), 53202);
-    e.kind = EndpointKind::Pod;
-    e.namespace = Some("vantage".into());
-    e.pod = Some("svc-recommendation-engine-04".into());
-    e.service = Some("svc-recommendation-engine".into());
-    e.service_account = Some("recommender".into());
-    e.labels = BTreeMap::from([("app".into(), "recommendation-engine".into())]);
+    let mut p = Pod::named("svc-recommendation-engine-04", PeerKind::Pod);
+    p.namespace = "vantage".into();
+    p.service = Some("svc-recommendation-engine".into());
+    p.service_account = Some("recommender".into());
+    p.labels = BTreeMap::from([("app".into(), "recommendation-engine".into())]);
+    let mut e = Endpoint::new(
+        Some(&Arc::new(p)),
+        Some("10.77.0.24".parse().unwrap()),
+        53202,
+    );
     e.cgroup_id = Some(9921);
     e
 }
 
 fn destination() -> Endpoint {
-    let mut e = Endpoint::new(None, Some("10.77.0.10".parse().unwrap()), 80);
-    e.kind = EndpointKind::Pod;
-    e.namespace = Some("vantage".into());
-    e.pod = Some("svc-user-profile-service-0".into());
-    e.service = Some("svc-user-profile-service".into());
-    e
+    let mut p = Pod::named("svc-user-profile-service-0", PeerKind::Pod);
+    p.namespace = "vantage".into();
+    p.service = Some("svc-user-profile-service".into());
+    Endpoint::new(Some(&Arc::new(p)), Some("10.77.0.10".parse().unwrap()), 80)
 }
 
 /// The stored form of `rec`: its JSON with `seq` and `boot_id` added.
