@@ -191,6 +191,7 @@ impl Capture {
         let quarantine_on = Array::try_from(take(MAP_QUARANTINE_ON)?).map_err(load_error)?;
         let quarantine_stats =
             PerCpuHashMap::try_from(take(MAP_QUARANTINE_STATS)?).map_err(load_error)?;
+        return_freed_memory();
         Ok(Self {
             ebpf,
             ring,
@@ -494,4 +495,15 @@ fn is_cgroup2(path: &Path) -> bool {
     // SAFETY: `c` is NUL-terminated and `st` is writable.
     let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
     rc == 0 && st.f_type == CGROUP2_SUPER_MAGIC
+}
+
+/// Hands the heap memory freed after loading back to the kernel. Loading parses the kernel's
+/// BTF (several MiB on a 6.x kernel) for relocations and frees it again, but glibc keeps freed
+/// memory in its heap, where it would count in the agent's RSS for the agent's whole life.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of glibc's own heap; no pointers change.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
