@@ -10,6 +10,9 @@
 
 use crate::record::RecordHeader;
 
+/// Name of the per-CPU scratch map the kernel builds each [`HttpChunk`] in.
+pub const MAP_CHUNK_SCRATCH: &str = "CHUNK_SCRATCH";
+
 /// Payload bytes copied per chunk. Longer heads are truncated; the agent reports them.
 pub const HTTP_CAPTURE: usize = 2048;
 
@@ -61,28 +64,28 @@ pub struct HttpChunkMeta {
 }
 const _: () = assert!(core::mem::size_of::<HttpChunkMeta>() == 48);
 
-/// Record: payload bytes of a segment that starts or continues an HTTP head, in a slot of `N`
-/// bytes. The kernel picks the smallest size class that holds the payload, so the ring buffer
-/// is not filled with mostly-empty 2 KiB slots: most heads are a few hundred bytes.
+/// Record: payload bytes of a segment that starts or continues an HTTP head. Only the fixed
+/// part and the `meta.captured` bytes go into the ring buffer (`meta.hdr.len` is
+/// [`HttpChunk::wire_len`]): most heads are a few dozen to a few hundred bytes, and a
+/// fixed-size slot would fill the buffer with padding. The kernel builds it in a per-CPU
+/// scratch slot and copies out only that prefix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct HttpChunkOf<const N: usize> {
+pub struct HttpChunk {
     /// Fixed part.
     pub meta: HttpChunkMeta,
     /// The first `meta.captured` bytes are valid.
-    pub data: [u8; N],
+    pub data: [u8; HTTP_CAPTURE],
 }
 
-/// Slot size of the small class.
-pub const HTTP_CAPTURE_SMALL: usize = 512;
-
-/// The large size class: up to [`HTTP_CAPTURE`] bytes.
-pub type HttpChunk = HttpChunkOf<HTTP_CAPTURE>;
-/// The small size class: up to [`HTTP_CAPTURE_SMALL`] bytes.
-pub type HttpChunkSmall = HttpChunkOf<HTTP_CAPTURE_SMALL>;
+impl HttpChunk {
+    /// Bytes a chunk with `captured` payload bytes takes in the ring buffer.
+    pub const fn wire_len(captured: u32) -> u32 {
+        core::mem::size_of::<HttpChunkMeta>() as u32 + captured
+    }
+}
 
 const _: () = assert!(core::mem::size_of::<HttpChunk>() == 48 + HTTP_CAPTURE);
-const _: () = assert!(core::mem::size_of::<HttpChunkSmall>() == 48 + HTTP_CAPTURE_SMALL);
 
 /// Little-endian `u64` of the first bytes of `s` (at most eight), for masked prefix compares.
 pub const fn prefix_u64(s: &[u8]) -> u64 {

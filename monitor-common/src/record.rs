@@ -4,7 +4,7 @@
 //! kind first ([`user::decode`]), then copies the fixed-size part with an unaligned read.
 
 /// Layout version of every record. Bump it when any record layout changes.
-pub const RECORD_VERSION: u8 = 1;
+pub const RECORD_VERSION: u8 = 2;
 
 /// Name of the ring buffer map.
 pub const MAP_EVENTS: &str = "EVENTS";
@@ -89,7 +89,7 @@ pub mod user {
     use super::{RECORD_VERSION, RecordHeader, RecordKind};
     use crate::{
         flow::{FlowClose, FlowOpen},
-        http::{HTTP_CAPTURE, HTTP_CAPTURE_SMALL, HttpChunk, HttpChunkSmall, HttpChunkView},
+        http::{HTTP_CAPTURE, HttpChunk, HttpChunkView},
         quarantine::QuarantineDrop,
     };
 
@@ -157,8 +157,13 @@ pub mod user {
         Some(unsafe { buf.as_ptr().cast::<T>().read_unaligned() })
     }
 
-    fn check_len<T>(kind: RecordKind, hdr: &RecordHeader, buf: &[u8]) -> Result<(), DecodeError> {
-        let expected = size_of::<T>();
+    /// The header declares `expected` bytes and `buf` holds at least that many.
+    fn check_len(
+        kind: RecordKind,
+        hdr: &RecordHeader,
+        buf: &[u8],
+        expected: usize,
+    ) -> Result<(), DecodeError> {
         if hdr.len as usize != expected || buf.len() < expected {
             return Err(DecodeError::Length {
                 kind,
@@ -180,13 +185,13 @@ pub mod user {
         let kind = RecordKind::from_u8(hdr.kind).ok_or(DecodeError::Kind(hdr.kind))?;
         match kind {
             RecordKind::FlowOpen => {
-                check_len::<FlowOpen>(kind, &hdr, buf)?;
+                check_len(kind, &hdr, buf, size_of::<FlowOpen>())?;
                 let r: FlowOpen = read(buf).ok_or(DecodeError::Short(buf.len(), 0))?;
                 r.tuple.check(kind)?;
                 Ok(Record::FlowOpen(r))
             }
             RecordKind::FlowClose => {
-                check_len::<FlowClose>(kind, &hdr, buf)?;
+                check_len(kind, &hdr, buf, size_of::<FlowClose>())?;
                 let r: FlowClose = read(buf).ok_or(DecodeError::Short(buf.len(), 0))?;
                 r.tuple.check(kind)?;
                 // The kernel only ever writes FIN or RST.
@@ -203,26 +208,25 @@ pub mod user {
                 Ok(Record::FlowClose(r))
             }
             RecordKind::HttpChunk => {
-                // Two size classes; the header says which.
-                let cap = if hdr.len as usize == size_of::<HttpChunkSmall>() {
-                    check_len::<HttpChunkSmall>(kind, &hdr, buf)?;
-                    HTTP_CAPTURE_SMALL
-                } else {
-                    check_len::<HttpChunk>(kind, &hdr, buf)?;
-                    HTTP_CAPTURE
-                };
-                let meta: crate::http::HttpChunkMeta =
-                    read(buf).ok_or(DecodeError::Short(buf.len(), 0))?;
+                // Variable length: the fixed part, then exactly `captured` bytes.
+                let fixed = size_of::<crate::http::HttpChunkMeta>();
+                let meta: crate::http::HttpChunkMeta = read(buf).ok_or(DecodeError::Length {
+                    kind,
+                    declared: hdr.len,
+                    actual: buf.len(),
+                    expected: fixed,
+                })?;
                 let field = |field, value| DecodeError::Field { kind, field, value };
-                if meta.captured as usize > cap || meta.captured > meta.payload_len {
+                if meta.captured as usize > HTTP_CAPTURE || meta.captured > meta.payload_len {
                     return Err(field("captured", u64::from(meta.captured)));
                 }
+                let expected = HttpChunk::wire_len(meta.captured) as usize;
+                check_len(kind, &hdr, buf, expected)?;
                 let dir = crate::Direction::from_u8(meta.dir)
                     .ok_or_else(|| field("dir", u64::from(meta.dir)))?;
                 let chunk_kind = crate::http::ChunkKind::from_u8(meta.chunk_kind)
                     .ok_or_else(|| field("chunk_kind", u64::from(meta.chunk_kind)))?;
-                let start = size_of::<crate::http::HttpChunkMeta>();
-                let data = &buf[start..start + meta.captured as usize];
+                let data = &buf[fixed..expected];
                 Ok(Record::HttpChunk(HttpChunkView {
                     meta,
                     dir,
@@ -231,7 +235,7 @@ pub mod user {
                 }))
             }
             RecordKind::QuarantineDrop => {
-                check_len::<QuarantineDrop>(kind, &hdr, buf)?;
+                check_len(kind, &hdr, buf, size_of::<QuarantineDrop>())?;
                 let r: QuarantineDrop = read(buf).ok_or(DecodeError::Short(buf.len(), 0))?;
                 r.tuple.check(kind)?;
                 if crate::Direction::from_u8(r.dir).is_none() {

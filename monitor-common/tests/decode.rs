@@ -21,7 +21,13 @@ use proptest::{collection::vec, prelude::*, sample::select};
 const HDR: usize = 32;
 const OPEN_LEN: usize = 72;
 const CLOSE_LEN: usize = 160;
+/// The largest chunk: the kernel writes the fixed part and only the captured bytes.
 const CHUNK_LEN: usize = 48 + HTTP_CAPTURE;
+
+/// Length of a chunk record with `captured` bytes.
+const fn chunk_len(captured: usize) -> usize {
+    48 + captured
+}
 const DROP_LEN: usize = 80;
 
 #[test]
@@ -176,14 +182,12 @@ struct Chunk {
     seq: u32,
     payload_len: u32,
     data: Vec<u8>,
-    /// What the bytes after `captured` hold (the kernel leaves them as the ring had them).
-    filler: u8,
 }
 
 fn chunk_bytes(h: &Hdr, c: &Chunk) -> Vec<u8> {
-    let mut b = vec![c.filler; CHUNK_LEN];
-    b[..48].fill(0);
-    write_hdr(&mut b, RecordKind::HttpChunk, CHUNK_LEN, h);
+    let len = chunk_len(c.data.len());
+    let mut b = vec![0; len];
+    write_hdr(&mut b, RecordKind::HttpChunk, len, h);
     b[32] = c.dir;
     b[33] = c.kind;
     put(&mut b, 36, &c.seq.to_ne_bytes());
@@ -294,9 +298,8 @@ fn chunk() -> impl Strategy<Value = Chunk> {
         any::<u32>(),
         vec(any::<u8>(), 0..=HTTP_CAPTURE),
         prop_oneof![Just(0u32), 0u32..100_000, any::<u32>()],
-        any::<u8>(),
     )
-        .prop_map(|(dir, kind, seq, data, extra, filler)| Chunk {
+        .prop_map(|(dir, kind, seq, data, extra)| Chunk {
             dir,
             kind,
             seq,
@@ -304,7 +307,6 @@ fn chunk() -> impl Strategy<Value = Chunk> {
                 .expect("small")
                 .saturating_add(extra),
             data,
-            filler,
         })
 }
 
@@ -362,7 +364,7 @@ proptest! {
                 Record::HttpChunk(c) => {
                     prop_assert!(c.data.len() <= HTTP_CAPTURE);
                     prop_assert!(c.data.len() as u32 <= c.meta.payload_len);
-                    (c.meta.hdr.kind, CHUNK_LEN)
+                    (c.meta.hdr.kind, chunk_len(c.data.len()))
                 }
                 Record::QuarantineDrop(d) => {
                     prop_assert!(d.dir < 2);
@@ -406,7 +408,8 @@ proptest! {
         let Ok(Record::HttpChunk(v)) = decode(&buf) else {
             panic!("not decoded as an HTTP chunk: {:?}", decode(&buf));
         };
-        assert_hdr(&v.meta.hdr, RecordKind::HttpChunk, CHUNK_LEN, &h);
+        assert_hdr(&v.meta.hdr, RecordKind::HttpChunk, chunk_len(c.data.len()), &h);
+        prop_assert_eq!(buf.len(), chunk_len(c.data.len()));
         prop_assert_eq!(v.dir as u8, c.dir);
         prop_assert_eq!(Some(v.dir), Direction::from_u8(c.dir));
         prop_assert_eq!(v.chunk_kind as u8, c.kind);
@@ -414,7 +417,6 @@ proptest! {
         prop_assert_eq!(v.meta.seq, c.seq);
         prop_assert_eq!(v.meta.payload_len, c.payload_len);
         prop_assert_eq!(v.meta.captured as usize, c.data.len());
-        // Exactly the captured bytes, never the rest of the slot.
         prop_assert_eq!(v.data, &c.data[..]);
     }
 

@@ -6,15 +6,12 @@ use monitor_common::{
     Direction,
     counter::Counter,
     flow::FlowState,
-    http::{
-        CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, HTTP_CAPTURE_SMALL, HttpChunk, HttpChunkMeta,
-        HttpChunkOf, classify,
-    },
+    http::{CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, HttpChunk, HttpChunkMeta, classify},
     record::{RecordHeader, RecordKind},
 };
 
 use crate::{
-    maps::{EVENTS, count, submit_flags},
+    maps::{CHUNK_SCRATCH, EVENTS, count, submit_flags},
     packet::Segment,
 };
 
@@ -68,39 +65,36 @@ pub fn capture(
         payload_len: len,
         captured: 0,
     };
-    if len as usize <= HTTP_CAPTURE_SMALL {
-        emit::<HTTP_CAPTURE_SMALL>(ctx, meta, seg.payload_off, len);
-    } else {
-        emit::<HTTP_CAPTURE>(ctx, meta, seg.payload_off, len);
-    }
+    emit(ctx, meta, seg.payload_off, len);
 }
 
-/// Reserves a slot of size class `N`, copies up to `N` payload bytes into it and submits it.
+/// Builds the chunk in this CPU's scratch slot (the fixed part, then up to [`HTTP_CAPTURE`]
+/// payload bytes) and copies only that much into the ring buffer.
 #[inline(always)]
-fn emit<const N: usize>(ctx: &SkBuffContext, mut meta: HttpChunkMeta, off: u32, len: u32) {
+fn emit(ctx: &SkBuffContext, mut meta: HttpChunkMeta, off: u32, len: u32) {
     if len == 0 {
         return;
     }
-    let Some(mut e) = EVENTS.reserve::<HttpChunkOf<N>>(0) else {
-        count(Counter::RingbufFull);
+    let Some(chunk) = CHUNK_SCRATCH.get_ptr_mut(0) else {
+        count(Counter::CaptureFailed);
         return;
     };
-    // The copy length must be provably in 1..=N on the register passed to the helper. Before
-    // 6.8 or so the verifier learns no lower bound from `n != 0` (Linux 6.1 rejects the load
-    // with "invalid access to memory ... size=0"), but it tracks `+ 1` exactly: so the length
-    // is (len - 1).min(N - 1) + 1, which is len.min(N) for len >= 1. `black_box` stops the
-    // compiler from folding the clamp and the check into a register the helper does not get.
-    let m = core::hint::black_box((len - 1).min(N as u32 - 1));
-    if m >= N as u32 {
-        e.discard(0);
+    // The copy length must be provably in 1..=HTTP_CAPTURE on the register passed to the
+    // helper. Before 6.8 or so the verifier learns no lower bound from `n != 0` (Linux 6.1
+    // rejects the load with "invalid access to memory ... size=0"), but it tracks `+ 1`
+    // exactly: so the length is (len - 1).min(N - 1) + 1, which is len.min(N) for len >= 1.
+    // `black_box` stops the compiler from folding the clamp and the check into a register the
+    // helper does not get.
+    const N: u32 = HTTP_CAPTURE as u32;
+    let m = core::hint::black_box((len - 1).min(N - 1));
+    if m >= N {
         return;
     }
     let n = m + 1;
-    meta.hdr.len = core::mem::size_of::<HttpChunkOf<N>>() as u32;
+    meta.hdr.len = HttpChunk::wire_len(n);
     meta.captured = n;
-    let chunk = e.as_mut_ptr();
-    // SAFETY: `chunk` points at a reserved ring-buffer slot of `size_of::<HttpChunkOf<N>>()`
-    // bytes and `n` is in 1..=N, so the copy stays inside `data`.
+    // SAFETY: `chunk` is this CPU's scratch slot of `size_of::<HttpChunk>()` bytes, ours for
+    // the program's run; `n` is in 1..=HTTP_CAPTURE, so the copy stays inside `data`.
     let ok = unsafe {
         (*chunk).meta = meta;
         bpf_skb_load_bytes(
@@ -110,11 +104,20 @@ fn emit<const N: usize>(ctx: &SkBuffContext, mut meta: HttpChunkMeta, off: u32, 
             n,
         ) == 0
     };
-    if ok {
-        count(Counter::Chunks);
-        e.submit(submit_flags());
-    } else {
+    if !ok {
         count(Counter::CaptureFailed);
-        e.discard(0);
+        return;
+    }
+    // SAFETY: the slot's first `wire_len(n)` bytes were just written; `wire_len(n)` is at most
+    // `size_of::<HttpChunk>()`.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            chunk.cast::<u8>().cast_const(),
+            HttpChunk::wire_len(n) as usize,
+        )
+    };
+    match EVENTS.output::<[u8]>(bytes, submit_flags()) {
+        Ok(()) => count(Counter::Chunks),
+        Err(_) => count(Counter::RingbufFull),
     }
 }

@@ -8,6 +8,7 @@ use aya_ebpf::{
 use monitor_common::{
     counter::Counter,
     flow::{FLOWS_MAX, FlowState, LOCAL_PEERS_MAX, PeerKey},
+    http::HttpChunk,
     quarantine::{QUARANTINE_MAX, QuarantineEntry, QuarantineStats},
     record::{RING_BYTES, WAKEUP_THRESHOLD},
 };
@@ -15,6 +16,10 @@ use monitor_common::{
 /// Records for the agent: flow open/close and HTTP chunks. Never one per packet.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// One HTTP chunk per CPU, built here and copied into [`EVENTS`] at its real length.
+#[map]
+pub static CHUNK_SCRATCH: PerCpuArray<HttpChunk> = PerCpuArray::with_max_entries(1, 0);
 
 /// Flow table keyed by socket cookie. A plain hash (not LRU) so that a full table is counted
 /// instead of silently evicting live flows; the agent sweeps idle entries.

@@ -36,8 +36,8 @@ use monitor_common::{
         LOCAL_PEERS_MAX, MAP_FLOWS, MAP_LOCAL_PEERS, PeerKey,
     },
     http::{
-        CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, HTTP_CAPTURE_SMALL, HttpChunk, HttpChunkMeta,
-        HttpChunkSmall, REQUEST_PREFIXES,
+        CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, HttpChunk, HttpChunkMeta, MAP_CHUNK_SCRATCH,
+        REQUEST_PREFIXES,
     },
     quarantine::{
         MAP_QUARANTINE, MAP_QUARANTINE_ON, MAP_QUARANTINE_STATS, MODE_ENFORCE, QUARANTINE_MAX,
@@ -501,11 +501,11 @@ impl Harness {
         let (kind, len) = match r {
             Rec::Open(_) => (RecordKind::FlowOpen, size_of::<FlowOpen>()),
             Rec::Close(_) => (RecordKind::FlowClose, size_of::<FlowClose>()),
-            // The smallest size class that holds the payload.
-            Rec::Chunk(c) if c.meta.payload_len as usize <= HTTP_CAPTURE_SMALL => {
-                (RecordKind::HttpChunk, size_of::<HttpChunkSmall>())
-            }
-            Rec::Chunk(_) => (RecordKind::HttpChunk, size_of::<HttpChunk>()),
+            // The fixed part and the captured bytes only.
+            Rec::Chunk(c) => (
+                RecordKind::HttpChunk,
+                size_of::<HttpChunkMeta>() + c.data.len(),
+            ),
             Rec::Drop(_) => (RecordKind::QuarantineDrop, size_of::<QuarantineDrop>()),
         };
         assert_eq!(h.version, RECORD_VERSION);
@@ -641,6 +641,13 @@ fn object_has_every_program_and_map_with_the_shared_layout() {
             size_of::<u32>(),
             size_of::<u64>(),
             Counter::COUNT,
+        ),
+        (
+            MAP_CHUNK_SCRATCH,
+            MapType::PerCpuArray,
+            size_of::<u32>(),
+            size_of::<HttpChunk>(),
+            1,
         ),
         (
             MAP_QUARANTINE_ON,

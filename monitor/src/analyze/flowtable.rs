@@ -565,13 +565,12 @@ fn deliver(e: &mut Entry, dir: Direction, p: &Payload<'_>, events: &mut VecDeque
     if captured == 0 {
         return;
     }
+    let mut hdr =
+        RecordHeader::new::<HttpChunk>(RecordKind::HttpChunk, p.ts_ns, e.cookie, e.state.cgroup_id);
+    // As the kernel writes it: the fixed part and the captured bytes only.
+    hdr.len = HttpChunk::wire_len(captured as u32);
     let meta = HttpChunkMeta {
-        hdr: RecordHeader::new::<HttpChunk>(
-            RecordKind::HttpChunk,
-            p.ts_ns,
-            e.cookie,
-            e.state.cgroup_id,
-        ),
+        hdr,
         dir: dir as u8,
         chunk_kind: kind as u8,
         _pad: [0; 2],
