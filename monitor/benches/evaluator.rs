@@ -5,15 +5,9 @@
 
 use std::{hint::black_box, path::Path, sync::Arc, time::Instant};
 
-use monitor::{
-    identity::{PeerKind, Pod},
-    policy::{
-        Policy,
-        engine::{Engine, HttpInput},
-        violation::Aggregator,
-    },
-    record::Endpoint,
-};
+use monitor_record::{peer::PeerKind, peer::Pod, record::Endpoint};
+
+use monitor_policy::{Policy, aggregate::Aggregator, engine::Engine, engine::HttpInput};
 
 fn pod(name: &str, ns: &str, svc: &str, ip: &str) -> Endpoint {
     let mut p = Pod::named(name, PeerKind::Pod);

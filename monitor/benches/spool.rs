@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use monitor::delivery::spool::{Spool, SpoolOptions};
+use monitor_agent::{delivery::spool::Spool, delivery::spool::SpoolOptions};
 
 const RECORD_BYTES: usize = 700;
 const PER_ROUND: u64 = 300;

@@ -7,13 +7,11 @@
 
 use std::{hint::black_box, path::Path, time::Instant};
 
-use monitor::{
-    collector::{
-        report::{render, report},
-        store::{Store, StoreOptions, format_rfc3339},
-    },
-    proto::{self, report_request::Subject},
-};
+use monitor_collector::{report::render, report::report, store::Store, store::StoreOptions};
+
+use monitor_record::time::format_rfc3339;
+
+use monitor_wire::{proto, proto::report_request::Subject};
 
 const S: i64 = 1_000_000_000;
 /// 2026-11-01T00:00:00Z.

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{cli::ClientTlsArgs, proto::ObservedRecord, tls::TlsFiles};
+use monitor_wire::{proto::ObservedRecord, tls::TlsFiles};
+
+use crate::cli::ClientTlsArgs;
 
 /// Errors of the CLI's client side.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +35,7 @@ pub enum ClientError {
     },
     /// TLS files unusable.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] monitor_wire::tls::TlsError),
     /// A bad --since/--until.
     #[error(
         "{arg} {value:?}: use a duration back from now (90s, 15m, 6h, 21d, 2w) or an RFC 3339 \
@@ -112,25 +114,12 @@ pub async fn connect(url: &str, args: &ClientTlsArgs) -> Result<Channel, ClientE
     if let Some(f) = &files {
         let name = args.server_name.clone().unwrap_or(host);
         ep = ep
-            .tls_config(crate::tls::client_config(f, &name)?)
+            .tls_config(monitor_wire::tls::client_config(f, &name)?)
             .map_err(|e| err(e.to_string()))?;
     }
-    ep.connect().await.map_err(|e| err(error_chain(&e)))
-}
-
-/// An error and its sources on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let c_s = c.to_string();
-        if !s.contains(&c_s) {
-            s.push_str(": ");
-            s.push_str(&c_s);
-        }
-        cur = c.source();
-    }
-    s
+    ep.connect()
+        .await
+        .map_err(|e| err(monitor_wire::error_chain(&e)))
 }
 
 /// Parses `--since`/`--until`: a duration back from `now_ns` (`90s`, `15m`, `6h`, `21d`,
@@ -174,7 +163,7 @@ pub fn rfc3339_secs(ns: i64) -> String {
     )
 }
 
-fn peer(p: Option<&crate::proto::Peer>) -> String {
+fn peer(p: Option<&monitor_wire::proto::Peer>) -> String {
     let Some(p) = p else {
         return "-".into();
     };
@@ -318,12 +307,12 @@ mod tests {
             rule: "undocumented-endpoint".into(),
             severity: "critical".into(),
             time_unix_nano: 1_700_000_000_000_000_000,
-            source: Some(crate::proto::Peer {
+            source: Some(monitor_wire::proto::Peer {
                 namespace: "vantage".into(),
                 pod: "svc-recommendation-engine-04".into(),
                 ..Default::default()
             }),
-            destination: Some(crate::proto::Peer {
+            destination: Some(monitor_wire::proto::Peer {
                 ip: "10.0.0.9".into(),
                 port: 443,
                 ..Default::default()

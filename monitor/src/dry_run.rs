@@ -13,16 +13,13 @@ use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    collector::store::{StoreError, StoreReader},
-    pipeline::source_key,
-    policy::{
-        Policy, PolicyErrors,
-        engine::{Engine, HttpInput, who},
-        violation::Rule,
-    },
-    record::Endpoint,
-};
+use monitor_collector::{store::StoreError, store::StoreReader};
+
+use monitor_agent::pipeline::source_key;
+
+use monitor_policy::{Policy, PolicyErrors, engine::Engine, engine::HttpInput, engine::who};
+
+use monitor_record::{record::Endpoint, violation::Rule};
 
 /// Why a dry run failed.
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +214,7 @@ pub fn render(d: &DryRun, policy: &str, store: &str) -> String {
     let span = d.span_ns.map_or_else(
         || "no records in the range".to_owned(),
         |(a, b)| {
-            let f = |ns| crate::collector::store::format_rfc3339(ns).unwrap_or_default();
+            let f = |ns| monitor_record::time::format_rfc3339(ns).unwrap_or_default();
             format!("{} .. {}", f(a), f(b))
         },
     );

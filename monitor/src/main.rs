@@ -48,7 +48,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// `monitor policy lint`: diagnostics on stderr, `FILE: ok (...)` on stdout; 1 if any file is bad.
 fn lint_policies(files: &[std::path::PathBuf]) -> std::process::ExitCode {
     let (out, err) = (std::io::stdout(), std::io::stderr());
-    match monitor::policy::lint::lint_files(files, &mut out.lock(), &mut err.lock()) {
+    match monitor_policy::lint::lint_files(files, &mut out.lock(), &mut err.lock()) {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::FAILURE,
         Err(e) => {

@@ -463,7 +463,7 @@ fn violation_keys(recs: &[Value]) -> Vec<(String, String, String, u64, u64)> {
         .into_iter()
         .map(|r| {
             let t = r["time"].as_str().unwrap();
-            let ns = monitor::collector::store::parse_rfc3339_ns(t).unwrap() as u64;
+            let ns = monitor_record::time::parse_rfc3339_ns(t).unwrap() as u64;
             (
                 r["rule"].as_str().unwrap().to_owned(),
                 r["source"]["pod"].as_str().unwrap_or("?").to_owned(),
@@ -575,11 +575,11 @@ fn a_multi_day_capture_gives_the_incident_violations_records_and_report_figures(
     assert!(stderr.contains("1 retransmitted"), "{stderr}");
 
     // The store answers the forensic report as the collector would.
-    let reader = monitor::collector::store::StoreReader::open(&store).unwrap();
-    let rep = monitor::collector::report::report(
+    let reader = monitor_collector::store::StoreReader::open(&store).unwrap();
+    let rep = monitor_collector::report::report(
         &reader,
-        &monitor::proto::ReportRequest {
-            subject: Some(monitor::proto::report_request::Subject::Path(
+        &monitor_wire::proto::ReportRequest {
+            subject: Some(monitor_wire::proto::report_request::Subject::Path(
                 LOOKUP.to_owned(),
             )),
             until_unix_nano: i64::MAX,
@@ -587,7 +587,7 @@ fn a_multi_day_capture_gives_the_incident_violations_records_and_report_figures(
         },
     )
     .unwrap();
-    let text = monitor::collector::report::render(&rep);
+    let text = monitor_collector::report::render(&rep);
     eprintln!("{text}");
     assert_eq!(rep.requests, 3, "{rep:?}");
     let days: Vec<(String, u64)> = rep
@@ -599,7 +599,7 @@ fn a_multi_day_capture_gives_the_incident_violations_records_and_report_figures(
         days,
         [("2026-11-02", 1), ("2026-11-03", 1), ("2026-11-04", 1)].map(|(d, n)| (d.to_owned(), n))
     );
-    let by = |v: &[monitor::proto::Bucket]| -> BTreeMap<String, u64> {
+    let by = |v: &[monitor_wire::proto::Bucket]| -> BTreeMap<String, u64> {
         v.iter().map(|c| (c.key.clone(), c.count)).collect()
     };
     assert_eq!(

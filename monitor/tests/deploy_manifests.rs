@@ -36,7 +36,7 @@ use k8s_openapi::api::{
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use monitor::cli::{Cli, Command};
+use monitor::{cli::Cli, cli::Command};
 use serde::{Deserialize as _, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -1006,7 +1006,7 @@ fn collector_is_non_root_and_single_writer() {
         pvc.at
     );
     for sink in &args.sinks {
-        monitor::sink::SinkSpec::parse(sink)
+        monitor_collector::sink::SinkSpec::parse(sink)
             .unwrap_or_else(|e| panic!("{at}: --sink {sink:?} is refused: {e}"));
     }
     let metrics = args
@@ -1388,7 +1388,7 @@ fn policy_configmap_passes_lint() {
             .position(|l| l.trim_start().starts_with(&format!("{key}: |")))
             .unwrap_or_else(|| panic!("{}: write key {key} as a `|` block scalar", cm.at));
         let path = PathBuf::from(format!("{}/{}", "deploy/kubernetes", cm.file));
-        if let Err(errors) = monitor::policy::Policy::parse(text, &path) {
+        if let Err(errors) = monitor_policy::Policy::parse(text, &path) {
             let shifted: Vec<String> = errors
                 .0
                 .into_iter()

@@ -15,7 +15,7 @@
 //! These tests need root and the real object (not an `AYA_BUILD_SKIP` stub); they check both
 //! first and fail with a message saying what is missing. They never skip.
 
-use monitor::clock::Clock;
+use monitor_agent::clock::Clock;
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
@@ -26,7 +26,7 @@ use aya::{
     maps::{Map, MapType},
     programs::{Program, TestRun as _, TestRunOptions},
 };
-use monitor::capture::{Capture, CaptureError, cgroup2_mount};
+use monitor_agent::{capture::Capture, capture::CaptureError, capture::cgroup2_mount};
 use monitor_common::{
     Direction, PROG_EGRESS, PROG_INGRESS,
     counter::{Counter, MAP_COUNTERS},
@@ -96,8 +96,8 @@ fn require_root() {
     );
 }
 
-/// The object `build.rs` embedded (the same bytes `Capture::load` uses).
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+// The object the agent crate embedded (the same bytes `Capture::load` uses).
+use monitor_agent::capture::OBJECT;
 
 fn require_object() {
     assert!(

@@ -22,7 +22,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::channel::{Channel, Sender};
 use kube::client::Body;
-use monitor::identity::{PeerKind, PodResolver, kube::KubeResolver};
+use monitor_agent::{identity::PodResolver, identity::kube::KubeResolver};
+use monitor_record::peer::PeerKind;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 

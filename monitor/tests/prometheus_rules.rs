@@ -16,9 +16,13 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use monitor::{
-    collector::metrics::{CollectorMetrics, SinkLabel},
-    metrics::{Exporter as _, KindLabel, LossLabel, Metrics, ResultLabel, RuleLabel},
+use monitor_collector::{metrics::CollectorMetrics, metrics::SinkLabel};
+
+use monitor_wire::exporter::Exporter as _;
+
+use monitor_agent::{
+    metrics::KindLabel, metrics::LossLabel, metrics::Metrics, metrics::ResultLabel,
+    metrics::RuleLabel,
 };
 use serde_yaml_ng::Value;
 
@@ -224,13 +228,13 @@ fn assert_lint_clean(source: &str, prefix: &str, openmetrics: &str) {
 
 #[test]
 fn agent_metrics_pass_promtool_lint() {
-    assert_lint_clean("monitor/src/metrics.rs", "monitor", &agent_exposition());
+    assert_lint_clean("monitor/crates/agent/src/metrics.rs", "monitor", &agent_exposition());
 }
 
 #[test]
 fn collector_metrics_pass_promtool_lint() {
     assert_lint_clean(
-        "monitor/src/collector/metrics.rs",
+        "monitor/crates/collector/src/metrics.rs",
         "monitor_collector",
         &collector_exposition(),
     );

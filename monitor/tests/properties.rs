@@ -2,15 +2,16 @@
 //! parsers and the connection tracker never panic on any input, and the tracker reconstructs
 //! keep-alive traffic exactly however TCP cut it into segments.
 
-use monitor::{
-    conn::{AgentLoss, Completion, Exchange, Observer, Output, Tracker},
-    http::{self, Parsed},
+use monitor_agent::{
+    conn::AgentLoss, conn::Exchange, conn::Output, conn::Tracker, http, http::Parsed,
 };
+
 use monitor_common::{
     Direction,
     flow::{CloseReason, DIR_FIN, DIR_SEQ_VALID, DirStats, FAMILY_V4, FlowTuple, Initiator},
     http::{CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, classify},
 };
+use monitor_record::{exchange::Completion, exchange::Observer};
 use proptest::{collection::vec, prelude::*, sample::select};
 
 // ---------------------------------------------------------------------------------------------

@@ -18,15 +18,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monitor::{
-    collector::StoredRecord,
-    identity::{PeerKind, Pod},
-    policy::violation::{PolicyRef, Rule, Severity, Violation, ViolationHttp},
-    record::{Endpoint, LossRecord, Record},
-    sink::{
-        Sink, cef,
-        syslog::{APP_NAME, DEFAULT_FACILITY, SyslogConfig, SyslogSink, rfc5424, syslog_severity},
-    },
+use monitor_record::{
+    peer::PeerKind, peer::Pod, record::Endpoint, record::LossRecord, record::Record,
+    stored::StoredRecord, violation::PolicyRef, violation::Rule, violation::Severity,
+    violation::Violation, violation::ViolationHttp,
+};
+
+use monitor_collector::{
+    sink::Sink, sink::cef, sink::syslog::APP_NAME, sink::syslog::DEFAULT_FACILITY,
+    sink::syslog::SyslogConfig, sink::syslog::SyslogSink, sink::syslog::rfc5424,
+    sink::syslog::syslog_severity,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,

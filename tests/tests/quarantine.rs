@@ -13,13 +13,13 @@
 //!
 //! Fixture: `tests/fixtures/lab.yaml` (client-a, client-b; `web` serving nginx on 80).
 
-use monitor::clock::Clock;
+use monitor_agent::clock::Clock;
 use std::{
     path::Path,
     time::{Duration, Instant},
 };
 
-use monitor::capture::{Capture, cgroup_id};
+use monitor_agent::{capture::Capture, capture::cgroup_id};
 use monitor_common::{
     Direction,
     flow::{FlowTuple, Initiator},

@@ -40,11 +40,7 @@ use monitor_common::{
 };
 
 use super::packet::Segment;
-use crate::{
-    capture::CaptureError,
-    conn::after,
-    pipeline::{LossCount, Source},
-};
+use monitor_agent::{capture::CaptureError, conn::after, pipeline::LossCount, pipeline::Source};
 
 /// Bounds of the flow table.
 #[derive(Debug, Clone, Copy)]

@@ -21,13 +21,12 @@ use std::time::Duration;
 
 use monitor_common::flow::CloseReason;
 
-use crate::{
-    clock::Clock,
-    identity::PodResolver,
-    metrics::Metrics,
-    pipeline::{Attribution, Pipeline, PipelineError, RecordOut, Settings},
-    policy::Policy,
+use monitor_agent::{
+    clock::Clock, identity::PodResolver, metrics::Metrics, pipeline::Attribution,
+    pipeline::Pipeline, pipeline::PipelineError, pipeline::RecordOut, pipeline::Settings,
 };
+
+use monitor_policy::Policy;
 
 use flowtable::{FlowTable, Limits, Stats};
 use packet::NotTcp;

@@ -4,15 +4,13 @@
 
 use std::{collections::BTreeMap, io};
 
-use crate::{
-    collector::{
-        StoredRecord,
-        store::{Store, parse_rfc3339_ns},
-    },
-    pipeline::RecordOut,
-    proto,
-    sink::Sink,
-};
+use monitor_record::{stored::StoredRecord, time::parse_rfc3339_ns};
+
+use monitor_collector::{sink::Sink, store::Store};
+
+use monitor_agent::pipeline::RecordOut;
+
+use monitor_wire::proto;
 
 /// Records per store transaction.
 const STORE_BATCH: usize = 4096;

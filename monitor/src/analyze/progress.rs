@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::pipeline::Pipeline;
+use monitor_agent::pipeline::Pipeline;
 
 /// How often the line is rewritten.
 const EVERY: Duration = Duration::from_millis(250);

@@ -10,17 +10,13 @@ use std::{
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{
-    agent::{self, Config, WriteOut},
-    cli::AgentArgs,
-    client,
-    delivery::{
-        sender::{Sender, SpoolOut, Target},
-        spool::{Spool, SpoolOptions},
-    },
-    identity::{Inventory, PodResolver, kube::KubeResolver},
-    metrics::{self, Metrics},
+use monitor_agent::{
+    agent, agent::Config, agent::WriteOut, delivery::sender::Sender, delivery::sender::SpoolOut,
+    delivery::sender::Target, delivery::spool::Spool, delivery::spool::SpoolOptions,
+    identity::Inventory, identity::PodResolver, identity::kube::KubeResolver, metrics::Metrics,
 };
+
+use crate::{cli::AgentArgs, client};
 
 /// How long a stopping agent keeps delivering what is spooled.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -64,7 +60,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     // What this kernel offers: one INFO line, a WARN per missing feature; refuse to start
     // without a required one.
-    let features = crate::probe::Report::probe();
+    let features = monitor_agent::probe::Report::probe();
     features.log();
     features.check()?;
     let stop = agent::stop_flag();
@@ -99,7 +95,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-            tokio::spawn(metrics::serve(listener, metrics.clone()));
+            tokio::spawn(monitor_wire::exporter::serve(listener, metrics.clone()));
         }
         let notify = Arc::new(tokio::sync::Notify::new());
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();

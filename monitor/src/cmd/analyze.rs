@@ -5,20 +5,18 @@ use std::{path::Path, time::Duration, time::Instant};
 use anyhow::{Context as _, bail};
 
 use crate::{
-    analyze::{
-        self, Options, Summary,
-        flowtable::Limits,
-        output::AnalyzeOut,
-        progress::Progress,
-        reader::{CaptureFile, Merged},
-    },
-    cli::AnalyzeArgs,
-    collector::store::{Store, StoreOptions, format_rfc3339},
-    identity::{Inventory, PodResolver as _},
-    pipeline::new_boot_id,
-    policy::Policy,
-    sink::{SinkSpec, spec::KINDS},
+    analyze, analyze::Options, analyze::Summary, analyze::flowtable::Limits,
+    analyze::output::AnalyzeOut, analyze::progress::Progress, analyze::reader::CaptureFile,
+    analyze::reader::Merged, cli::AnalyzeArgs,
 };
+
+use monitor_collector::{sink::SinkSpec, sink::spec::KINDS, store::Store, store::StoreOptions};
+
+use monitor_record::time::format_rfc3339;
+
+use monitor_agent::{identity::Inventory, identity::PodResolver as _, pipeline::new_boot_id};
+
+use monitor_policy::Policy;
 
 /// Runs the analysis; an error when a file could not be read to its end (after writing
 /// everything that was read).

@@ -4,10 +4,9 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 
-use crate::{
-    cli::CertsCommand,
-    tls::{Certs, Usage},
-};
+use crate::cli::CertsCommand;
+
+use monitor_wire::{tls::Certs, tls::Usage};
 
 /// Runs a `monitor certs` subcommand; prints what it wrote.
 pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {

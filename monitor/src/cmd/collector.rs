@@ -8,13 +8,13 @@ use std::{
 use anyhow::{Context as _, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{
-    cli::CollectorArgs,
-    collector::{metrics::CollectorMetrics, server, sinks, store::StoreOptions},
-    metrics,
-    sink::SinkSpec,
-    tls::{ServerTls, TlsFiles},
+use crate::cli::CollectorArgs;
+
+use monitor_collector::{
+    metrics::CollectorMetrics, server, sink::SinkSpec, sinks, store::StoreOptions,
 };
+
+use monitor_wire::{tls::ServerTls, tls::TlsFiles};
 
 /// How long stopping sinks keep delivering what is stored.
 const SINK_GRACE: Duration = Duration::from_secs(5);
@@ -92,7 +92,7 @@ pub fn run(args: CollectorArgs) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-            tokio::spawn(metrics::serve(listener, metrics.clone()));
+            tokio::spawn(monitor_wire::exporter::serve(listener, metrics.clone()));
         }
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

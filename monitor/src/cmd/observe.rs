@@ -4,14 +4,13 @@ use std::io::{IsTerminal as _, Write as _};
 
 use anyhow::Context as _;
 
-use crate::{
-    cli::{ObserveArgs, OutputFormat, ReportArgs},
-    client::{self, parse_when},
-    collector::report,
-    proto::{
-        ObserveRequest, ReportRequest, observe_client::ObserveClient, report_client::ReportClient,
-        report_request::Subject,
-    },
+use crate::{cli::ObserveArgs, cli::OutputFormat, cli::ReportArgs, client, client::parse_when};
+
+use monitor_collector::report;
+
+use monitor_wire::{
+    proto::ObserveRequest, proto::ReportRequest, proto::observe_client::ObserveClient,
+    proto::report_client::ReportClient, proto::report_request::Subject,
 };
 
 fn status_error(s: &tonic::Status) -> anyhow::Error {
@@ -20,7 +19,7 @@ fn status_error(s: &tonic::Status) -> anyhow::Error {
 
 /// Streams matching records to stdout until the stream ends (or forever with --follow).
 pub async fn observe(args: ObserveArgs) -> anyhow::Result<()> {
-    let now = crate::clock::unix_now_ns();
+    let now = monitor_record::time::unix_now_ns();
     let req = ObserveRequest {
         kind: args.kind,
         rule: args.rule,
@@ -69,7 +68,7 @@ pub async fn observe(args: ObserveArgs) -> anyhow::Result<()> {
 
 /// Asks for a report and prints it.
 pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let now = crate::clock::unix_now_ns();
+    let now = monitor_record::time::unix_now_ns();
     let subject = match (args.path, args.rule, args.pod) {
         (Some(p), _, _) => Subject::Path(p),
         (_, Some(r), _) => Subject::Rule(r),

@@ -2,13 +2,11 @@
 
 use anyhow::Context as _;
 
-use crate::{
-    cli::DryRunArgs,
-    client::parse_when,
-    clock::unix_now_ns,
-    dry_run::{self, Range},
-    policy::Policy,
-};
+use crate::{cli::DryRunArgs, client::parse_when, dry_run, dry_run::Range};
+
+use monitor_record::time::unix_now_ns;
+
+use monitor_policy::Policy;
 
 /// Runs the dry run and prints the changes.
 pub fn dry_run(args: DryRunArgs) -> anyhow::Result<()> {

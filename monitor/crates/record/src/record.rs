@@ -1,0 +1,470 @@
+//! The records the agent emits, one JSON object per line (NDJSON): `http` (one per exchange),
+//! `flow` (one per closed flow) and `loss` (anything not captured or not reconstructed).
+//!
+//! Field names follow ECS/OCSF usage (`source`, `destination`, `http.request.method` maps from
+//! `http.method`, ...). The schema is documented in `docs/records.md`; keep them in step.
+
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+
+use serde::Serialize;
+
+use crate::{
+    exchange::Completion, exchange::Observer, peer::PeerKind, peer::Pod, violation::Violation,
+};
+
+/// One output line.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Record {
+    /// An HTTP request and its response.
+    Http(Box<HttpRecord>),
+    /// A TCP flow that ended.
+    Flow(Box<FlowRecord>),
+    /// Data that was lost, with how much and when.
+    Loss(LossRecord),
+    /// A policy violation (DESIGN §3).
+    Violation(Box<Violation>),
+    /// The policy was (re)loaded, or a reload failed and the last good policy stays.
+    Policy(PolicyEvent),
+    /// Attestation of a quarantine: since when, what was blocked, what escaped.
+    Quarantine(QuarantineAttestation),
+}
+
+/// Periodic attestation of one quarantined pod (every 10 s and when the agent stops).
+#[derive(Debug, Serialize)]
+pub struct QuarantineAttestation {
+    /// When (RFC 3339).
+    pub time: String,
+    /// Node.
+    pub node: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Pod.
+    pub pod: String,
+    /// `enforce` (dropped in the kernel) or `observe` (reported only).
+    pub mode: &'static str,
+    /// Why it is quarantined (policy entry or NetworkPolicy).
+    pub reason: String,
+    /// Since when (RFC 3339; when this agent first saw it quarantined).
+    pub since: String,
+    /// Connection attempts blocked in the kernel (SYNs; retransmissions count again).
+    pub attempts_blocked: u64,
+    /// Packets dropped in the kernel.
+    pub packets_dropped: u64,
+    /// Bytes dropped in the kernel.
+    pub bytes_dropped: u64,
+    /// HTTP exchanges or flows of the pod seen after enforcement began (0 when enforced).
+    pub escaped: u64,
+}
+
+impl Record {
+    /// The `kind` written for this record.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Http(_) => "http",
+            Self::Flow(_) => "flow",
+            Self::Loss(_) => "loss",
+            Self::Violation(_) => "violation",
+            Self::Policy(_) => "policy",
+            Self::Quarantine(_) => "quarantine",
+        }
+    }
+}
+
+/// A policy (re)load event.
+#[derive(Debug, Serialize)]
+pub struct PolicyEvent {
+    /// When (RFC 3339).
+    pub time: String,
+    /// Node.
+    pub node: String,
+    /// `reloaded` or `reload-failed`.
+    pub event: &'static str,
+    /// The policy file.
+    pub file: String,
+    /// Reload failures since the agent started (the metric `policy_reload_failures`).
+    pub reload_failures: u64,
+    /// The problems, for `reload-failed` (`file:line:column: error: ...`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl PolicyEvent {
+    /// A successful reload.
+    pub fn reloaded(node: &str, file: &std::path::Path, failures: u64) -> Self {
+        Self {
+            time: String::new(),
+            node: node.to_owned(),
+            event: "reloaded",
+            file: file.display().to_string(),
+            reload_failures: failures,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A failed reload; the last good policy stays in force. `errs` are the diagnostics
+    /// (`file:line:column: error: ...`).
+    pub fn failed<E: std::fmt::Display>(
+        node: &str,
+        file: &std::path::Path,
+        failures: u64,
+        errs: &[E],
+    ) -> Self {
+        Self {
+            time: String::new(),
+            node: node.to_owned(),
+            event: "reload-failed",
+            file: file.display().to_string(),
+            reload_failures: failures,
+            errors: errs.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// What kind of peer an endpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointKind {
+    /// A pod in the inventory.
+    Pod,
+    /// A Service's cluster IP.
+    Service,
+    /// A named host outside the cluster (inventory `externals`).
+    External,
+    /// The node itself (host network).
+    Node,
+    /// An address the inventory does not know.
+    Unknown,
+    /// A local socket whose cgroup is not (yet) a known pod.
+    Unattributed,
+}
+
+/// One end of a flow. (Deserialize: `monitor policy dry-run` reads stored records back.)
+///
+/// The peer's identity is the resolver's own [`Pod`], shared: a record about a pod costs a
+/// reference count, not a copy of its names and labels. The JSON form flattens it into
+/// `namespace`, `pod`, `service`, `service_account`, `labels` and `isolated_by`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(from = "EndpointFields")]
+pub struct Endpoint {
+    /// What the peer is.
+    pub kind: EndpointKind,
+    /// IP address.
+    pub ip: Option<IpAddr>,
+    /// TCP port.
+    pub port: u16,
+    /// Who the peer is, if the inventory (or Kubernetes) knows it.
+    pub identity: Option<Arc<Pod>>,
+    /// cgroup id of a local socket (always set for the observing side).
+    pub cgroup_id: Option<u64>,
+    /// Why identity is missing, when it is.
+    pub note: Option<String>,
+}
+
+/// Labels of an endpoint without identity.
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+impl Endpoint {
+    /// An endpoint for `pod` (if known) at `ip:port`.
+    pub fn new(pod: Option<&Arc<Pod>>, ip: Option<IpAddr>, port: u16) -> Self {
+        Self {
+            kind: pod.map_or(EndpointKind::Unknown, |p| match p.kind {
+                PeerKind::Pod => EndpointKind::Pod,
+                PeerKind::Service => EndpointKind::Service,
+                PeerKind::External => EndpointKind::External,
+                PeerKind::Node => EndpointKind::Node,
+            }),
+            ip,
+            port,
+            identity: pod.cloned(),
+            cgroup_id: None,
+            note: None,
+        }
+    }
+
+    /// Namespace (none for an identity without one, such as an external host).
+    pub fn namespace(&self) -> Option<&str> {
+        self.identity
+            .as_deref()
+            .map(|p| p.namespace.as_str())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// Pod (or external host) name.
+    pub fn pod(&self) -> Option<&str> {
+        self.identity.as_deref().map(|p| p.name.as_str())
+    }
+
+    /// Service the pod backs.
+    pub fn service(&self) -> Option<&str> {
+        self.identity.as_deref()?.service.as_deref()
+    }
+
+    /// Service account.
+    pub fn service_account(&self) -> Option<&str> {
+        self.identity.as_deref()?.service_account.as_deref()
+    }
+
+    /// Labels (empty without identity).
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        self.identity.as_deref().map_or(&NO_LABELS, |p| &p.labels)
+    }
+
+    /// NetworkPolicy that isolates the pod (deny-all), if any.
+    pub fn isolated_by(&self) -> Option<&str> {
+        self.identity.as_deref()?.isolated_by.as_deref()
+    }
+}
+
+/// The JSON form of an [`Endpoint`] (see `docs/records.md`), borrowed for writing.
+#[derive(Serialize)]
+struct EndpointJson<'a> {
+    kind: EndpointKind,
+    ip: Option<IpAddr>,
+    port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_account: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    isolated_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        EndpointJson {
+            kind: self.kind,
+            ip: self.ip,
+            port: self.port,
+            namespace: self.namespace(),
+            pod: self.pod(),
+            service: self.service(),
+            service_account: self.service_account(),
+            labels: self.labels(),
+            isolated_by: self.isolated_by(),
+            cgroup_id: self.cgroup_id,
+            note: self.note.as_deref(),
+        }
+        .serialize(s)
+    }
+}
+
+/// The JSON form of an [`Endpoint`], owned for reading back.
+#[derive(serde::Deserialize)]
+struct EndpointFields {
+    kind: EndpointKind,
+    ip: Option<IpAddr>,
+    port: u16,
+    namespace: Option<String>,
+    pod: Option<String>,
+    service: Option<String>,
+    service_account: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    isolated_by: Option<String>,
+    cgroup_id: Option<u64>,
+    note: Option<String>,
+}
+
+impl From<EndpointFields> for Endpoint {
+    fn from(f: EndpointFields) -> Self {
+        // A written endpoint names a pod exactly when it had an identity.
+        let identity = f.pod.map(|name| {
+            let kind = match f.kind {
+                EndpointKind::Service => PeerKind::Service,
+                EndpointKind::External => PeerKind::External,
+                EndpointKind::Node => PeerKind::Node,
+                _ => PeerKind::Pod,
+            };
+            let mut p = Pod::named(&name, kind);
+            p.namespace = f.namespace.unwrap_or_default();
+            p.service = f.service;
+            p.service_account = f.service_account;
+            p.labels = f.labels;
+            p.isolated_by = f.isolated_by;
+            Arc::new(p)
+        });
+        Self {
+            kind: f.kind,
+            ip: f.ip,
+            port: f.port,
+            identity,
+            cgroup_id: f.cgroup_id,
+            note: f.note,
+        }
+    }
+}
+
+/// The HTTP part of an [`HttpRecord`].
+#[derive(Debug, Serialize)]
+pub struct HttpFields {
+    /// Request method.
+    pub method: String,
+    /// Request target as sent (path and query).
+    pub target: String,
+    /// Path part of the target.
+    pub path: String,
+    /// Query part of the target, without `?`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// `Host` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `1.1` or `1.0`.
+    pub version: String,
+    /// Response status, if a response was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Request body bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body_bytes: Option<u64>,
+    /// Response bytes, head included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_bytes: Option<u64>,
+    /// Response body bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body_bytes: Option<u64>,
+    /// The request head was larger than the capture; only its first line is certain.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub request_head_truncated: bool,
+    /// The response head was larger than the capture.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub response_head_truncated: bool,
+}
+
+/// One HTTP exchange.
+#[derive(Debug, Serialize)]
+pub struct HttpRecord {
+    /// When the request was sent (RFC 3339).
+    pub time: String,
+    /// Node that observed it.
+    pub node: String,
+    /// Which end observed it.
+    pub observer: Observer,
+    /// Socket cookie of the observing socket.
+    pub flow_id: u64,
+    /// The client.
+    pub source: Endpoint,
+    /// The server.
+    pub destination: Endpoint,
+    /// Request and response.
+    pub http: HttpFields,
+    /// Request start to response start, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Whether the response was seen to its end.
+    pub completion: Completion,
+}
+
+/// One ended TCP flow.
+#[derive(Debug, Serialize)]
+pub struct FlowRecord {
+    /// First packet (RFC 3339).
+    pub time: String,
+    /// Last packet (RFC 3339).
+    pub end_time: String,
+    /// Node that observed it.
+    pub node: String,
+    /// Which end observed it.
+    pub observer: Observer,
+    /// Socket cookie.
+    pub flow_id: u64,
+    /// The client.
+    pub source: Endpoint,
+    /// The server.
+    pub destination: Endpoint,
+    /// Always `tcp` for now.
+    pub transport: &'static str,
+    /// IP bytes client → server.
+    pub bytes_to_server: u64,
+    /// IP bytes server → client.
+    pub bytes_to_client: u64,
+    /// Packets client → server (a GSO super-packet counts once).
+    pub packets_to_server: u64,
+    /// Packets server → client.
+    pub packets_to_client: u64,
+    /// How it ended: `fin`, `rst`, `idle`, `agent-stopped`.
+    pub close: &'static str,
+    /// HTTP exchanges seen on it.
+    pub http_exchanges: u64,
+}
+
+/// A count of lost data.
+#[derive(Debug, Serialize)]
+pub struct LossRecord {
+    /// End of the window (RFC 3339).
+    pub time: String,
+    /// Node.
+    pub node: String,
+    /// Where it was lost: `kernel` or `agent`.
+    pub stage: &'static str,
+    /// Stable kebab-case reason, e.g. `ringbuf-full`.
+    pub reason: &'static str,
+    /// How many were lost in the window.
+    pub count: u64,
+    /// Start of the window (RFC 3339).
+    pub window_start: String,
+}
+
+/// Splits a request target into path and query.
+pub fn split_target(target: &str) -> (String, Option<String>) {
+    match target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (target.to_owned(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON form is the record contract: the shared identity is written flat, and what
+    /// `monitor policy dry-run` reads back writes the same JSON again.
+    #[test]
+    fn endpoint_json_is_flat_and_reads_back_the_same() {
+        let mut p = Pod::named("svc-recommendation-engine-04", PeerKind::Pod);
+        p.namespace = "vantage".into();
+        p.service = Some("svc-recommendation-engine".into());
+        p.service_account = Some("recommender".into());
+        p.labels = BTreeMap::from([("app".into(), "recommendation-engine".into())]);
+        p.isolated_by = Some("deny-all".into());
+        let mut e = Endpoint::new(Some(&Arc::new(p)), "10.77.0.24".parse().ok(), 53202);
+        e.cgroup_id = Some(9921);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "pod", "ip": "10.77.0.24", "port": 53202, "namespace": "vantage",
+                "pod": "svc-recommendation-engine-04", "service": "svc-recommendation-engine",
+                "service_account": "recommender", "labels": {"app": "recommendation-engine"},
+                "isolated_by": "deny-all", "cgroup_id": 9921
+            })
+        );
+        let back: Endpoint = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
+        assert_eq!(back.service(), Some("svc-recommendation-engine"));
+
+        let mut unknown = Endpoint::new(None, "192.0.2.7".parse().ok(), 443);
+        unknown.kind = EndpointKind::Unattributed;
+        unknown.note = Some("cgroup 7 is not a known pod (yet)".into());
+        let json = serde_json::to_value(&unknown).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "unattributed", "ip": "192.0.2.7", "port": 443,
+                               "note": "cgroup 7 is not a known pod (yet)"})
+        );
+        let back: Endpoint = serde_json::from_value(json.clone()).unwrap();
+        assert!(back.identity.is_none() && back.labels().is_empty());
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
+    }
+}
