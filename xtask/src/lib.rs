@@ -56,6 +56,8 @@ pub mod ci;
 pub mod cli;
 pub mod demo;
 pub mod harness;
+#[cfg(test)]
+mod import_graph;
 pub mod inventory;
 pub mod lab;
 pub mod packages;
