@@ -53,18 +53,31 @@ impl std::error::Error for NotReady {}
 /// A running child started by [`super::Spawn::spawn`]; stopped as [`super::Spawn::on_drop`] says when
 /// dropped while it still runs.
 pub struct Process {
+    /// The child itself.
     pub(super) child: Child,
+    /// Its PID (what every signal goes to).
     pub(super) pid: u32,
+    /// When it was started.
     pub(super) started: Instant,
+    /// The file that says it is ready.
     pub(super) ready_file: Option<PathBuf>,
+    /// How long [`Process::wait_ready`] waits.
     pub(super) ready_timeout: Duration,
+    /// Whether the waits give up on Ctrl-C.
     pub(super) interruptible: bool,
+    /// Stdout lines stored by the reader thread.
     pub(super) lines: Lines,
+    /// Stderr lines collected by the reader thread.
     pub(super) stderr: Log,
+    /// The stdout reader thread, until joined.
     pub(super) stdout_reader: Option<JoinHandle<()>>,
+    /// The stderr reader thread, until joined.
     pub(super) stderr_reader: Option<JoinHandle<()>>,
+    /// What a drop sends first.
     pub(super) drop_signal: libc::c_int,
+    /// How long a drop waits before SIGKILL.
     pub(super) drop_grace: Duration,
+    /// What a drop prints first, if the child still runs.
     pub(super) drop_message: Option<String>,
 }
 
