@@ -98,8 +98,7 @@ impl BenchAgent {
                 }
             })
             .stderr_file(&log)
-            .own_process_group()
-            .interruptible()
+            .interactive()
             .on_drop(libc::SIGINT, Duration::from_secs(5), None)
             .spawn()?;
         let mut agent = Self {
@@ -109,24 +108,13 @@ impl BenchAgent {
             parsed: Parsed::default(),
             log,
         };
-        let r = agent.process.wait_ready();
-        r.map_err(|e| {
-            e.into_error(
-                |st| {
-                    format!(
-                        "the agent exited ({st}) before attaching:\n{}",
-                        util::tail_file(&agent.log, 30)
-                    )
-                },
-                |t| {
-                    format!(
-                        "the agent did not attach within {} s:\n{}",
-                        t.as_secs(),
-                        util::tail_file(&agent.log, 30)
-                    )
-                },
-            )
-        })?;
+        if let Err(e) = agent.process.wait_ready() {
+            let log = util::tail_file(&agent.log, 30);
+            return Err(e.into_error(
+                |st| format!("the agent exited ({st}) before attaching:\n{log}"),
+                |t| format!("the agent did not attach within {} s:\n{log}", t.as_secs()),
+            ));
+        }
         // A drain-only agent prints its first count line right away.
         if variant == Variant::K {
             agent.settle(Duration::ZERO)?;

@@ -35,7 +35,7 @@ impl DemoCollector {
         let mut process = harness::collector(bin, files)
             .netns(Some(netns))
             .stderr_file(log)
-            .own_process_group()
+            .interactive()
             .show_command()
             .ready_timeout(READY_TIMEOUT)
             .on_drop(libc::SIGTERM, Duration::from_secs(8), None)
@@ -124,9 +124,8 @@ impl DemoAgent {
             .netns(Some(netns))
             .stdout_lines()
             .stderr_lines(Log::default(), Some(log), echo_logs.then_some("agent: "))
-            .own_process_group()
+            .interactive()
             .show_command()
-            .interruptible()
             .ready_timeout(READY_TIMEOUT)
             .on_drop(
                 libc::SIGINT,
@@ -154,26 +153,18 @@ impl DemoAgent {
 
     /// Waits for its ready file (it is attached then).
     pub(super) fn wait_ready(&mut self, ready: &Path) -> Result<()> {
-        let r = self.process.wait_ready();
-        r.map_err(|e| {
-            e.into_error(
-                |st| {
-                    format!(
-                        "the agent exited ({st}) before it was ready; its stderr:\n{}",
-                        self.stderr_tail()
-                    )
-                },
-                |t| {
-                    format!(
-                        "the agent did not create its ready file {} within {}s; its stderr so \
-                         far:\n{}",
-                        ready.display(),
-                        t.as_secs(),
-                        self.stderr_tail()
-                    )
-                },
-            )
-        })
+        let Err(e) = self.process.wait_ready() else {
+            return Ok(());
+        };
+        let tail = self.stderr_tail();
+        let ready = ready.display();
+        Err(e.into_error(
+            |st| format!("the agent exited ({st}) before it was ready; its stderr:\n{tail}"),
+            |t| {
+                let t = t.as_secs();
+                format!("the agent did not create its ready file {ready} within {t}s; its stderr so far:\n{tail}")
+            },
+        ))
     }
 
     /// The records written so far (lines that are not JSON are skipped).

@@ -51,12 +51,6 @@ pub use scenario::{
     LOOKUP_ROUTE, LOOKUP_STATES, QUARANTINED, lookup_target, quarantine_policy, replace_file,
 };
 
-/// Lab prefix the demo uses by default (distinct from `lab up`'s, so both can coexist).
-pub const DEMO_PREFIX: &str = "mdemo";
-
-/// How long to wait for the agent's (and the collector's) ready file.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Options of `cargo xtask demo`.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -77,3 +71,9 @@ pub struct DemoOptions {
     /// Echo the agent's stderr (logs) live.
     pub agent_logs: bool,
 }
+
+/// Lab prefix the demo uses by default (distinct from `lab up`'s, so both can coexist).
+pub const DEMO_PREFIX: &str = "mdemo";
+
+/// How long to wait for the agent's (and the collector's) ready file.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);

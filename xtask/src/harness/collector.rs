@@ -20,45 +20,13 @@ pub struct CollectorFiles<'a> {
     pub ready: &'a Path,
 }
 
-/// `bin collector --listen ... --tls-dir ... --store ... --sink ndjson:file=... --ready-file
-/// ...`, ready when the ready file exists. Add the caller's own arguments with
+/// `bin collector --ready-file ... --listen ... --tls-dir ... --store ... --sink
+/// ndjson:file=...`, ready when the ready file exists. Add the caller's own arguments with
 /// [`Spawn::arg`]/[`Spawn::args`].
 pub fn collector(bin: &Path, files: CollectorFiles<'_>) -> Spawn {
-    Spawn::new(bin)
-        .arg("collector")
-        .arg("--listen")
-        .arg(files.listen)
-        .arg("--tls-dir")
-        .arg(files.certs)
-        .arg("--store")
-        .arg(files.store)
-        .arg("--sink")
-        .arg(format!("ndjson:file={}", files.sink.display()))
-        .arg("--ready-file")
-        .arg(files.ready)
-        .ready_file(files.ready)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn collector_arguments() {
-        let s = collector(
-            Path::new("/m"),
-            CollectorFiles {
-                listen: "127.0.0.1:7443",
-                certs: Path::new("/c"),
-                store: Path::new("/s.db"),
-                sink: Path::new("/r.ndjson"),
-                ready: Path::new("/ready"),
-            },
-        );
-        assert_eq!(
-            crate::util::display_cmd(&s.command()),
-            "/m collector --listen 127.0.0.1:7443 --tls-dir /c --store /s.db --sink \
-             ndjson:file=/r.ndjson --ready-file /ready"
-        );
-    }
+    super::monitor(bin, "collector", files.ready)
+        .opt("--listen", files.listen)
+        .opt("--tls-dir", files.certs)
+        .opt("--store", files.store)
+        .opt("--sink", format!("ndjson:file={}", files.sink.display()))
 }

@@ -30,6 +30,15 @@ pub use collector::collector;
 pub use process::{NotReady, Process};
 pub use spawn::Spawn;
 
+/// `bin SUBCOMMAND --ready-file READY`, ready when `READY` exists: how [`agent`] and
+/// [`collector`] start.
+fn monitor(bin: &std::path::Path, subcommand: &str, ready: &std::path::Path) -> Spawn {
+    Spawn::new(bin)
+        .arg(subcommand)
+        .opt("--ready-file", ready)
+        .ready_file(ready)
+}
+
 /// How long [`Process::wait_ready`] waits unless [`Spawn::ready_timeout`] says otherwise.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -78,6 +87,7 @@ type Lines = Arc<Mutex<Vec<(f64, String)>>>;
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
@@ -174,6 +184,32 @@ mod tests {
         assert_eq!(
             util::display_cmd(&Spawn::new("/m").arg("a").command()),
             "/m a"
+        );
+    }
+
+    #[test]
+    fn agent_and_collector_arguments() {
+        let agent = agent(
+            Path::new("/m"),
+            Path::new("/i.yaml"),
+            Path::new("/sys/fs/cgroup/x"),
+            Path::new("/r"),
+        );
+        assert_eq!(
+            util::display_cmd(&agent.arg("--drain-only").command()),
+            "/m agent --ready-file /r --inventory /i.yaml --cgroup /sys/fs/cgroup/x --drain-only"
+        );
+        let files = collector::CollectorFiles {
+            listen: "127.0.0.1:7443",
+            certs: Path::new("/c"),
+            store: Path::new("/s.db"),
+            sink: Path::new("/r.ndjson"),
+            ready: Path::new("/ready"),
+        };
+        assert_eq!(
+            util::display_cmd(&collector(Path::new("/m"), files).command()),
+            "/m collector --ready-file /ready --listen 127.0.0.1:7443 --tls-dir /c --store /s.db \
+             --sink ndjson:file=/r.ndjson"
         );
     }
 }

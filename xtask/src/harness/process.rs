@@ -19,7 +19,7 @@ pub enum NotReady {
     Exited(ExitStatus),
     /// The time limit passed first.
     TimedOut(Duration),
-    /// Ctrl-C (when [`super::Spawn::interruptible`]), or the process could not be waited for.
+    /// Ctrl-C (when [`super::Spawn::interactive`]), or the process could not be waited for.
     Failed(anyhow::Error),
 }
 
@@ -118,7 +118,7 @@ impl Process {
 
     /// Waits up to `timeout` for `cond`, checked first and then every 20 ms; gives up when
     /// the process exits (then joins its stderr reader, so its log is complete) or, if
-    /// [`super::Spawn::interruptible`], on Ctrl-C.
+    /// [`super::Spawn::interactive`], on Ctrl-C.
     pub fn wait_until(
         &mut self,
         timeout: Duration,

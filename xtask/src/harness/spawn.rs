@@ -101,6 +101,12 @@ impl Spawn {
         self
     }
 
+    /// An option with its value: `name value`.
+    #[must_use]
+    pub fn opt(self, name: &str, value: impl Into<OsString>) -> Self {
+        self.arg(name).arg(value)
+    }
+
     /// Runs it in the network namespace `netns` (`/run/netns/NAME`), or here with `None`.
     #[must_use]
     pub fn netns(mut self, netns: Option<&str>) -> Self {
@@ -131,19 +137,14 @@ impl Spawn {
         self
     }
 
-    /// Makes the waits of [`Process::wait_ready`] and [`Process::wait_until`] give up on
-    /// Ctrl-C ([`util::check_interrupted`]).
+    /// For an xtask command run from a terminal: the child gets its own process group, so
+    /// Ctrl-C reaches only xtask, which stops it in order; and the waits of
+    /// [`Process::wait_ready`] and [`Process::wait_until`] give up on Ctrl-C
+    /// ([`util::check_interrupted`]).
     #[must_use]
-    pub fn interruptible(mut self) -> Self {
-        self.interruptible = true;
-        self
-    }
-
-    /// Puts the child in its own process group, so Ctrl-C reaches only us and we stop it in
-    /// order.
-    #[must_use]
-    pub fn own_process_group(mut self) -> Self {
+    pub fn interactive(mut self) -> Self {
         self.own_group = true;
+        self.interruptible = true;
         self
     }
 
