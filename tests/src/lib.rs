@@ -1,20 +1,21 @@
 //! Harness for the lab tests: start a lab from an inventory, run the real `monitor agent`
-//! against it, drive real clients inside pods, and collect the agent's NDJSON records.
+//! (and `monitor collector`) against it through xtask's child-process harness
+//! ([`xtask::harness`], shared with the demo and the bench), drive real clients inside pods,
+//! and collect the agent's NDJSON records.
 //!
 //! These tests need root and a kernel with cgroup v2 and BPF; they check that first and fail
 //! with a message saying what is missing. They never skip.
 
 use std::{
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
-    thread::JoinHandle,
+    process::Command,
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
+use xtask::harness::{self, Log, Process, collector::CollectorFiles};
 use xtask::lab::{Lab, LabOptions};
 
 /// Fails loudly unless the test can do what lab tests need.
@@ -72,48 +73,17 @@ pub fn lab(prefix: &str, inventory: &Path) -> Lab {
     .unwrap_or_else(|e| panic!("lab {prefix} failed to start: {e:#}"))
 }
 
-/// The agent's stdout as it arrives: the reader thread only stores each line with its arrival
-/// time ([`Lines`]), and lines are parsed, outside the reader's lock, when a test asks for
-/// records. Parsing in the reader (a `serde_json::Value` per line) made it the slowest stage
-/// under load: at wrk's full rate on 2 cores it could fall behind, the pipe filled, the agent
-/// blocked on its write and the kernel ring buffer overflowed: a loss caused by the harness,
-/// not by the agent.
-#[derive(Debug, Default)]
-struct Stdout {
-    /// What the reader thread appends to.
-    lines: Arc<Mutex<Lines>>,
-    /// Parsed records, in order, each with its arrival time ([`monotonic_s`]).
-    parsed: Mutex<Vec<(f64, Value)>>,
-}
-
-/// Lines read but not parsed yet, with their arrival times.
-#[derive(Debug, Default)]
-struct Lines {
-    arrivals: Vec<f64>,
-    text: Vec<String>,
-}
-
-impl Stdout {
-    /// Every record so far, with its arrival time (parses what is pending).
-    fn parsed(&self) -> std::sync::MutexGuard<'_, Vec<(f64, Value)>> {
-        let mut parsed = self.parsed.lock().expect("lock");
-        let new = std::mem::take(&mut *self.lines.lock().expect("lock"));
-        for (at, line) in new.arrivals.into_iter().zip(new.text) {
-            let v: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|err| panic!("agent printed non-JSON {line:?}: {err}"));
-            parsed.push((at, v));
-        }
-        parsed
-    }
-}
-
-/// A running `monitor agent`.
+/// A running `monitor agent` (on [`xtask::harness`]). Its stdout reader only stores each line
+/// with its arrival time, and lines are parsed, outside the reader's lock, when a test asks
+/// for records. Parsing in the reader (a `serde_json::Value` per line) made it the slowest
+/// stage under load: at wrk's full rate on 2 cores it could fall behind, the pipe filled, the
+/// agent blocked on its write and the kernel ring buffer overflowed: a loss caused by the
+/// harness, not by the agent. Killed (SIGKILL by PID) on drop if still running.
 #[derive(Debug)]
 pub struct Agent {
-    child: Child,
-    stdout: Stdout,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
+    process: Process,
+    /// Parsed records, in order, each with its arrival time ([`monotonic_s`]).
+    parsed: Mutex<Vec<(f64, Value)>>,
 }
 
 impl Agent {
@@ -167,7 +137,6 @@ impl Agent {
         wrapper: &[&str],
     ) -> Result<Self> {
         let ready = lab.run_dir().join("agent-ready");
-        let _ = std::fs::remove_file(&ready);
         let policy = fixture("lab-policy.yaml");
         let default_policy: &[&str] =
             if extra.contains(&"--policy") || extra.contains(&"--no-policy") {
@@ -183,95 +152,59 @@ impl Agent {
             .copied()
             .filter(|a| *a != "--no-policy")
             .collect();
-        let mut cmd = if wrapper.is_empty() {
-            in_netns(netns, &monitor_bin())
-        } else {
-            let mut c = in_netns(netns, Path::new(wrapper[0]));
-            c.args(&wrapper[1..]).arg(monitor_bin());
-            c
-        };
-        let mut child = cmd
-            .arg("agent")
+        let mut process = harness::agent(&monitor_bin(), inventory, lab.attach_cgroup(), &ready)
             .args(default_policy)
-            .arg("--inventory")
-            .arg(inventory)
-            .arg("--cgroup")
-            .arg(lab.attach_cgroup())
-            .arg("--ready-file")
-            .arg(&ready)
             .args(&extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .netns(netns)
+            .wrapper(wrapper)
+            // Timestamped as it arrives, for latency measurements (`timed_records`).
+            .stdout_lines()
+            .stderr_lines(Log::default(), None, None)
             .spawn()
             .context("cannot start monitor agent")?;
-        let stdout = Stdout::default();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let out = child.stdout.take().context("no stdout")?;
-        let err = child.stderr.take().context("no stderr")?;
-        let o = stdout.lines.clone();
-        let e = stderr.clone();
-        let readers = vec![
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    // Timestamped as it arrives, for latency measurements (`timed_records`).
-                    let at = monotonic_s();
-                    let mut o = o.lock().expect("lock");
-                    o.arrivals.push(at);
-                    o.text.push(line);
-                }
-            }),
-            std::thread::spawn(move || {
-                for line in BufReader::new(err).lines().map_while(Result::ok) {
-                    let mut s = e.lock().expect("lock");
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            }),
-        ];
-        let mut agent = Self {
-            child,
-            stdout,
-            stderr,
-            readers,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready.exists() {
-            if let Some(status) = agent.child.try_wait()? {
-                bail!(
-                    "agent exited ({status}) before attaching:\n{}",
-                    agent.stderr()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("agent not attached after 30 s:\n{}", agent.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let r = process.wait_ready();
+        r.map_err(|e| {
+            let log = process.stderr().text();
+            e.into_error(
+                |status| format!("agent exited ({status}) before attaching:\n{log}"),
+                |t| format!("agent not attached after {} s:\n{log}", t.as_secs()),
+            )
+        })?;
+        Ok(Self {
+            process,
+            parsed: Mutex::default(),
+        })
+    }
+
+    /// Every record so far, with its arrival time (parses what is pending).
+    fn parsed(&self) -> MutexGuard<'_, Vec<(f64, Value)>> {
+        let mut parsed = self.parsed.lock().expect("lock");
+        for (at, line) in self.process.take_lines() {
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|err| panic!("agent printed non-JSON {line:?}: {err}"));
+            parsed.push((at, v));
         }
-        Ok(agent)
+        parsed
     }
 
     /// The agent's log so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().expect("lock").clone()
+        self.process.stderr().text()
     }
 
     /// The agent's PID.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// The records written so far (the agent keeps running).
     pub fn records(&self) -> Vec<Value> {
-        self.stdout
-            .parsed()
-            .iter()
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.parsed().iter().map(|(_, v)| v.clone()).collect()
     }
 
     /// The records written so far, each with the [`monotonic_s`] time its line arrived.
     pub fn timed_records(&self) -> Vec<(f64, Value)> {
-        self.stdout.parsed().clone()
+        self.parsed().clone()
     }
 
     /// Waits up to `timeout` for the first record after the first `skip` that matches `pred`;
@@ -285,16 +218,10 @@ impl Agent {
     ) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(v) = self
-                .stdout
-                .parsed()
-                .iter()
-                .skip(skip)
-                .find(|(_, v)| pred(v))
-            {
+            if let Some(v) = self.parsed().iter().skip(skip).find(|(_, v)| pred(v)) {
                 return Ok(v.1.clone());
             }
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.process.exited()? {
                 bail!(
                     "agent exited ({status}) while waiting for {what}:\n{}",
                     self.stderr()
@@ -302,7 +229,6 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 let since: Vec<String> = self
-                    .stdout
                     .parsed()
                     .iter()
                     .skip(skip)
@@ -323,13 +249,13 @@ impl Agent {
     /// Like [`Agent::stop`], with the [`monotonic_s`] time each record's line arrived.
     pub fn stop_timed(mut self) -> Result<Vec<(f64, Value)>> {
         self.stop_and_join()?;
-        Ok(std::mem::take(&mut *self.stdout.parsed()))
+        Ok(std::mem::take(&mut *self.parsed()))
     }
 
     /// Stops the agent with SIGINT (as an operator would) and returns every record it wrote.
     pub fn stop(mut self) -> Result<Vec<Value>> {
         self.stop_and_join()?;
-        Ok(std::mem::take(&mut *self.stdout.parsed())
+        Ok(std::mem::take(&mut *self.parsed())
             .into_iter()
             .map(|(_, v)| v)
             .collect())
@@ -339,25 +265,13 @@ impl Agent {
     fn stop_and_join(&mut self) -> Result<()> {
         // Give the drain timer and the body-completion poll a moment.
         std::thread::sleep(Duration::from_millis(300));
-        // SAFETY: signalling our own child by PID.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let status = self.child.wait()?;
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
+        self.process.signal(libc::SIGINT)?;
+        let status = self.process.wait()?;
+        self.process.join_output();
         if !status.success() {
             bail!("agent exited with {status}:\n{}", self.stderr());
         }
         Ok(())
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -387,12 +301,14 @@ pub fn make_certs(dir: &Path) -> PathBuf {
     dir.to_owned()
 }
 
-/// A running `monitor collector` in the lab's node netns, listening on 127.0.0.1:`port` with
-/// mTLS (certificates from [`make_certs`]) and an NDJSON file sink.
+/// A running `monitor collector` (on [`xtask::harness`]) in the lab's node netns, listening on
+/// 127.0.0.1:`port` with mTLS (certificates from [`make_certs`]) and an NDJSON file sink.
+/// Killed (SIGKILL by PID) on drop if still running.
 #[derive(Debug)]
 pub struct Collector {
-    child: Option<Child>,
-    stderr: Arc<Mutex<String>>,
+    process: Option<Process>,
+    /// Every run's stderr.
+    stderr: Log,
     /// The store file.
     pub store: PathBuf,
     /// The NDJSON sink file.
@@ -410,8 +326,8 @@ impl Collector {
     pub fn start(lab: &Lab, dir: &Path, certs: &Path, port: u16, extra: &[&str]) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut c = Self {
-            child: None,
-            stderr: Arc::new(Mutex::new(String::new())),
+            process: None,
+            stderr: Log::default(),
             store: dir.join("collector.db"),
             sink: dir.join("records.ndjson"),
             certs: certs.to_owned(),
@@ -426,44 +342,34 @@ impl Collector {
     /// (Re)starts the process with the same files.
     pub fn restart(&mut self) -> Result<()> {
         let ready = self.store.with_extension("ready");
-        let _ = std::fs::remove_file(&ready);
-        let mut child = in_netns(Some(&self.netns), &monitor_bin())
-            .arg("collector")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--tls-dir")
-            .arg(&self.certs)
-            .arg("--store")
-            .arg(&self.store)
-            .arg("--sink")
-            .arg(format!("ndjson:file={}", self.sink.display()))
-            .arg("--ready-file")
-            .arg(&ready)
+        let listen = format!("127.0.0.1:{}", self.port);
+        let files = CollectorFiles {
+            listen: &listen,
+            certs: &self.certs,
+            store: &self.store,
+            sink: &self.sink,
+            ready: &ready,
+        };
+        let mut process = harness::collector(&monitor_bin(), files)
             .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .netns(Some(&self.netns))
+            .stderr_lines(self.stderr.clone(), None, None)
+            .ready_timeout(Duration::from_secs(20))
             .spawn()
             .context("cannot start monitor collector")?;
-        let err = child.stderr.take().context("no stderr")?;
-        let e = self.stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = e.lock().expect("lock");
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ready.exists() {
-            if let Some(status) = child.try_wait()? {
-                bail!("collector exited ({status}) at start:\n{}", self.stderr());
-            }
-            if Instant::now() > deadline {
-                bail!("collector not listening after 20 s:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child = Some(child);
+        process.wait_ready().map_err(|e| {
+            e.into_error(
+                |status| format!("collector exited ({status}) at start:\n{}", self.stderr()),
+                |t| {
+                    format!(
+                        "collector not listening after {} s:\n{}",
+                        t.as_secs(),
+                        self.stderr()
+                    )
+                },
+            )
+        })?;
+        self.process = Some(process);
         Ok(())
     }
 
@@ -486,15 +392,14 @@ impl Collector {
 
     /// The collector's log so far (all runs).
     pub fn stderr(&self) -> String {
-        self.stderr.lock().expect("lock").clone()
+        self.stderr.text()
     }
 
     /// Sends `sig` and waits for the exit.
     pub fn signal(&mut self, sig: i32) -> Result<std::process::ExitStatus> {
-        let mut child = self.child.take().context("collector not running")?;
-        // SAFETY: signalling our own child by PID.
-        unsafe { libc::kill(child.id() as i32, sig) };
-        Ok(child.wait()?)
+        let mut process = self.process.take().context("collector not running")?;
+        process.signal(sig)?;
+        process.wait()
     }
 
     /// The sink file's records (every complete line must be JSON). A last line without its
@@ -538,15 +443,6 @@ impl Collector {
     }
 }
 
-impl Drop for Collector {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Runs a short client command inside a pod; fails with its output if it fails.
 pub fn run_in(lab: &Lab, pod: &str, program: &str, args: &[&str]) -> String {
     let mut cmd = lab.command(pod, program).expect("pod exists");
@@ -574,18 +470,7 @@ pub fn of_kind<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["kind"] == kind).collect()
 }
 
-/// `CLOCK_MONOTONIC` in seconds: the clock of Python's `time.clock_gettime(CLOCK_MONOTONIC)`
-/// in the pods (network namespaces share it), so times taken there and here compare.
-pub fn monotonic_s() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
+pub use xtask::util::monotonic_s;
 
 /// A file of the Vantage example (`deploy/examples/vantage/`): its inventory and policy.
 pub fn vantage(name: &str) -> PathBuf {

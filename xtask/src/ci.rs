@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
+use crate::packages::{EBPF_PACKAGE, MONITOR_PACKAGE, TESTS_PACKAGE};
 use crate::util;
 
 /// Options of `cargo xtask test`.
@@ -25,11 +26,6 @@ pub struct TestOptions {
     /// cgroup2 mount for setup's check.
     pub cgroup_mount: Option<PathBuf>,
 }
-
-/// Package name of the integration-test crate in `tests/`.
-pub const TESTS_PACKAGE: &str = "monitor-tests";
-/// Package name of the eBPF crate (built for bpfel by `monitor/build.rs`, not for the host).
-pub const EBPF_PACKAGE: &str = "monitor-ebpf";
 
 /// One pipeline step.
 #[derive(Debug)]
@@ -111,7 +107,7 @@ pub fn run(opts: &TestOptions) -> Result<()> {
             "warnings",
         ]),
         Action::cargo(&unit),
-        Action::cargo(&["build", "--release", "-p", "monitor"]),
+        Action::cargo(&["build", "--release", "-p", MONITOR_PACKAGE]),
     ];
     if opts.no_lab {
         crate::outln!("test: --no-lab: the lab tests ({TESTS_PACKAGE}) will not run");

@@ -11,8 +11,12 @@
 //!   (`tests/`) use it as a library.
 //! - [`demo`]: replays the Vantage incident against the lab with the real agent.
 //! - [`bench`]: `cargo xtask bench`, the monitor's overhead measured as ratios (DESIGN §6).
+//! - [`harness`]: `monitor agent` and `monitor collector` as child processes (start, ready
+//!   file, stdout lines, stderr log, stop by PID), for the demo, the bench and the lab tests.
 //! - [`ci`]: the test pipeline behind `cargo xtask test` (and `.ci/run`).
 //! - [`vmtest`]: `cargo xtask vm-test`, the lab tests in a qemu VM on Debian's 6.1 kernel.
+//! - [`packages`]: the package and test-target names both pipelines build (so `ci` uses
+//!   `vmtest`, and `vmtest` does not use `ci`).
 //!
 //! It deliberately does not depend on the `monitor` crate: building `monitor` builds the eBPF
 //! programs, which needs the toolchain that `cargo xtask setup` installs.
@@ -51,8 +55,12 @@ pub mod cgroup;
 pub mod ci;
 pub mod cli;
 pub mod demo;
+pub mod harness;
+#[cfg(test)]
+mod import_graph;
 pub mod inventory;
 pub mod lab;
+pub mod packages;
 pub mod setup;
 pub mod util;
 pub mod vmtest;

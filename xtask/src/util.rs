@@ -195,8 +195,21 @@ pub fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
 /// Stops a child we started, if it is still running: `sig` to its PID, then SIGKILL if it has
 /// not exited within `grace`; reaps it either way.
 pub fn stop_child(child: &mut std::process::Child, sig: libc::c_int, grace: Duration) {
-    if !matches!(child.try_wait(), Ok(None)) {
-        return;
+    let _ = stop_child_then(child, sig, grace, || {});
+}
+
+/// [`stop_child`] that calls `before_kill` just before it sends SIGKILL (to say so), and
+/// returns the exit status (`None` if the child could not be waited for).
+pub fn stop_child_then(
+    child: &mut std::process::Child,
+    sig: libc::c_int,
+    grace: Duration,
+    before_kill: impl FnOnce(),
+) -> Option<std::process::ExitStatus> {
+    match child.try_wait() {
+        Ok(None) => {}
+        Ok(Some(status)) => return Some(status),
+        Err(_) => return None,
     }
     let pid = child.id();
     let _ = signal(pid, sig);
@@ -205,9 +218,22 @@ pub fn stop_child(child: &mut std::process::Child, sig: libc::c_int, grace: Dura
         std::thread::sleep(Duration::from_millis(20));
     }
     if matches!(child.try_wait(), Ok(None)) {
+        before_kill();
         let _ = signal(pid, libc::SIGKILL);
     }
-    let _ = child.wait();
+    child.wait().ok()
+}
+
+/// `CLOCK_MONOTONIC` in seconds: the clock of Python's `time.clock_gettime(CLOCK_MONOTONIC)`
+/// in the lab's pods (network namespaces share it), so times taken there and here compare.
+pub fn monotonic_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 /// The last `max_lines` lines of a (log) file, for error messages; empty if unreadable.

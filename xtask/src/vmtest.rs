@@ -35,6 +35,7 @@ use anyhow::{Context as _, Result, bail};
 
 pub use plan::{EXCLUDED, EXPECTED_FAILURES, Outcome};
 
+use crate::packages::{KERNEL_TESTS, MONITOR_PACKAGE, TESTS_PACKAGE};
 use crate::util;
 
 /// Options of `cargo xtask vm-test`.
@@ -70,10 +71,6 @@ impl Default for VmTestOptions {
         }
     }
 }
-
-/// The `monitor` integration test of the kernel programs (`BPF_PROG_TEST_RUN`), run in the
-/// VM too.
-const KERNEL_TESTS: &str = "kernel";
 
 /// Programs the lab tests (and the lab they build) run, found in the system directories.
 const TOOLS: &[&str] = &[
@@ -360,13 +357,13 @@ fn build() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     let root = crate::repo_root();
     util::run(
         Command::new(util::cargo())
-            .args(["build", "--release", "-p", "monitor"])
+            .args(["build", "--release", "-p", MONITOR_PACKAGE])
             .current_dir(&root),
     )?;
     let mut bins = Vec::new();
     for selection in [
-        &["-p", crate::ci::TESTS_PACKAGE][..],
-        &["-p", "monitor", "--test", KERNEL_TESTS][..],
+        &["-p", TESTS_PACKAGE][..],
+        &["-p", MONITOR_PACKAGE, "--test", KERNEL_TESTS][..],
     ] {
         let out = util::output(
             Command::new(util::cargo())
