@@ -297,8 +297,8 @@ impl H2Connection {
     }
 
     /// Bytes held in buffers now (frame payloads and header blocks being gathered, by
-    /// capacity), not counting HPACK tables (at most `hpack::MAX_TABLE_SIZE` each) and stream
-    /// state (at most [`MAX_STREAMS`] entries).
+    /// capacity): at most 2 × (2 × [`MAX_HEADER_BLOCK`]). Not counted: HPACK tables (at most
+    /// `hpack::MAX_TABLE_SIZE` each) and stream state (at most [`MAX_STREAMS`] entries).
     pub fn buffered_bytes(&self) -> usize {
         self.sides
             .iter()
@@ -721,6 +721,7 @@ impl H2Connection {
             block.lost.get_or_insert(DesyncReason::HeaderBlockTooLarge);
         }
         if block.lost.is_none() {
+            block.buf.reserve_exact(frame.payload.len());
             block.buf.extend_from_slice(&frame.payload);
         } else {
             block.buf = Vec::new();

@@ -134,7 +134,11 @@ pub(crate) struct FrameReader {
 impl FrameReader {
     /// Bytes of the frame in progress read so far.
     pub(crate) fn pending(&self) -> u64 {
-        self.header_len as u64 + self.current.map_or(0, |(_, got)| got)
+        match self.current {
+            // Bytes reported missing were never fed.
+            Some((_, got)) => HEADER_LEN as u64 + got - self.missing,
+            None => self.header_len as u64,
+        }
     }
 
     /// Reads from `input` (advancing it) until a frame is complete (`Some`) or `input` is

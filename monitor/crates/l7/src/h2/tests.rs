@@ -535,6 +535,10 @@ fn gaps() {
     let data = frame(DATA, FLAG_END_STREAM, 1, &[7; 100]);
     conn.feed(C, &data[..30], &mut ev);
     conn.gap(C, 50, &mut ev);
+    let fed_so_far =
+        (client_start().len() + Peer::new().headers(1, 0, &get("/a")).len() + 30) as u64;
+    assert_accounting(&conn, [fed_so_far, 0]);
+    assert_eq!(conn.dir_stats(C).pending_bytes, 30);
     conn.feed(C, &data[80..], &mut ev);
     conn.feed(C, &c.headers(3, FLAG_END_STREAM, &get("/b")), &mut ev);
     assert_eq!(desyncs(&ev), [(C, "gap", true)]);
@@ -844,6 +848,7 @@ mod props {
             conn.feed(C, &cbytes[..cut], &mut ev);
             conn.feed(S, &s, &mut ev);
             conn.gap(S, 3, &mut ev);
+            assert_accounting(&conn, [cut as u64, s.len() as u64]);
             conn.feed(C, &cbytes[cut..], &mut ev);
             conn.finish(&mut ev);
             assert_accounting(&conn, [cbytes.len() as u64, s.len() as u64]);
@@ -874,5 +879,59 @@ mod props {
             prop_assert_eq!(&whole, &parts);
             assert_accounting(&split_conn, [bytes.len() as u64, 0]);
         }
+    }
+}
+
+/// The `h2_decoder` fuzz target's driver (see `fuzz/fuzz_targets/h2_decoder.rs`), for
+/// regression inputs: returns the events and the bytes fed per direction.
+fn fuzz_drive(data: &[u8]) -> (H2Connection, Vec<H2Event>, [u64; 2]) {
+    let (&options, mut rest) = data.split_first().unwrap_or((&0, &[]));
+    let mut conn = if options & 1 != 0 {
+        H2Connection::after_upgrade()
+    } else {
+        H2Connection::new()
+    };
+    let mut events = Vec::new();
+    let mut fed = [0u64; 2];
+    if options & 2 != 0 {
+        let start = client_start();
+        conn.feed(C, &start, &mut events);
+        fed[0] += start.len() as u64;
+    }
+    if options & 4 != 0 {
+        let s = settings(&[]);
+        conn.feed(S, &s, &mut events);
+        fed[1] += s.len() as u64;
+    }
+    while let Some((&chunk, tail)) = rest.split_first() {
+        let dir = if chunk & 0x80 == 0 { C } else { S };
+        let len = usize::from(chunk & 0x7f);
+        if len == 0 {
+            let Some((&missing, tail)) = tail.split_first() else {
+                break;
+            };
+            conn.gap(dir, u64::from(missing), &mut events);
+            rest = tail;
+            continue;
+        }
+        let (bytes, tail) = tail.split_at(len.min(tail.len()));
+        conn.feed(dir, bytes, &mut events);
+        fed[usize::from(chunk & 0x80 != 0)] += bytes.len() as u64;
+        rest = tail;
+    }
+    conn.finish(&mut events);
+    (conn, events, fed)
+}
+
+/// Inputs `cargo fuzz run h2_decoder` found failing, kept as regressions.
+#[test]
+fn fuzz_regressions() {
+    let inputs: [&[u8]; 1] = [include_bytes!(
+        "../../tests/fuzz-regressions/h2_decoder-accounting"
+    )];
+    for input in inputs {
+        let (conn, _, fed) = fuzz_drive(input);
+        assert_accounting(&conn, fed);
+        assert!(conn.buffered_bytes() <= 4 * MAX_HEADER_BLOCK);
     }
 }

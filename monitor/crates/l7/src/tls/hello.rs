@@ -37,7 +37,8 @@ pub struct ClientHello {
     pub session_id_len: u8,
     /// Records the ClientHello was spread over.
     pub records: usize,
-    /// Bytes of the input up to the end of the record that completed the ClientHello.
+    /// Bytes of the input up to the last byte of the ClientHello message (at most the input's
+    /// length; its last record may hold more, or not be complete).
     pub consumed: usize,
 }
 
@@ -227,7 +228,10 @@ pub fn parse_client_hello(first_bytes: &[u8]) -> Result<ClientHello, TlsError> {
             let mut hello = parse_body(body)?;
             hello.record_version = record_version;
             hello.records = records;
-            hello.consumed = end;
+            // Where the message ends in this record (the record itself may go on, and may
+            // not even be complete in the input).
+            let before_this_record = so_far.len() - avail.len();
+            hello.consumed = start + (total - before_this_record);
             return Ok(hello);
         }
         if have < end {
@@ -600,6 +604,28 @@ pub(crate) mod tests {
         let ext_len = u16::from_be_bytes([m[at], m[at + 1]]) + 4;
         m[at..at + 2].copy_from_slice(&ext_len.to_be_bytes());
         assert_eq!(code(&rec(&m)), "duplicate-extension");
+    }
+
+    /// Fuzzing found `consumed` past the input when the ClientHello was complete but its record
+    /// claimed more bytes than were there (`cargo fuzz run tls_client_hello`).
+    #[test]
+    fn regression_consumed_within_input() {
+        let input =
+            include_bytes!("../../tests/fuzz-regressions/tls_client_hello-consumed-past-input");
+        if let Ok(h) = parse_client_hello(input) {
+            assert!(h.consumed <= input.len());
+        }
+        let msg = hello_message(Some("a.example"), &[], &[]);
+        let mut rec = vec![22, 3, 1];
+        rec.extend_from_slice(&((msg.len() + 100) as u16).to_be_bytes());
+        rec.extend_from_slice(&msg);
+        let h = parse_client_hello(&rec).unwrap();
+        assert_eq!(h.consumed, rec.len());
+        // Trailing bytes in the record after the message are not counted.
+        let mut rec = records(&msg, 1 << 14);
+        rec[4] += 3;
+        rec.extend_from_slice(&[0; 3]);
+        assert_eq!(parse_client_hello(&rec).unwrap().consumed, rec.len() - 3);
     }
 
     #[test]
