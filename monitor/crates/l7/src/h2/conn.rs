@@ -3,20 +3,16 @@
 use std::collections::BTreeMap;
 
 use super::event::{
-    ConnStats, DesyncReason, Dir, DirStats, H2Event, Header, Request, Response, StreamEnd,
-    StreamEndKind,
+    ConnStats, DesyncReason, Dir, DirStats, H2Event, Request, Response, StreamEnd, StreamEndKind,
 };
+use super::fields::{Fields, is_grpc};
 use super::frame::{
     CONTINUATION, DATA, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY,
     Frame, FrameHeader, FrameReader, GOAWAY, HEADER_LEN, HEADERS, HeaderCheck, MAX_SETTINGS_LEN,
     PING, PRIORITY, PUSH_PROMISE, RST_STREAM, SETTINGS, WINDOW_UPDATE,
 };
 use super::hpack::{HeaderDecoder, HpackError};
-use super::{
-    KEPT_VALUES, MAX_FRAME_SIZE, MAX_GRPC_MESSAGE_LEN, MAX_HEADER_BLOCK, MAX_NAME_LEN,
-    MAX_PATH_LEN, MAX_REPORTED_HEADERS, MAX_STREAMS, MAX_VALUE_LEN, PREFACE,
-};
-use crate::escaped;
+use super::{MAX_FRAME_SIZE, MAX_HEADER_BLOCK, MAX_STREAMS, PREFACE};
 
 /// SETTINGS_HEADER_TABLE_SIZE.
 const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
@@ -98,114 +94,6 @@ struct Stream {
     final_seen: bool,
     /// A gRPC response waiting for its trailers.
     pending: Option<Response>,
-}
-
-/// The fields of one decoded header block that the events report.
-#[derive(Debug, Default)]
-struct Fields {
-    method: Option<String>,
-    path: Option<String>,
-    authority: Option<String>,
-    scheme: Option<String>,
-    status: Option<u16>,
-    content_type: Option<String>,
-    grpc_status: Option<u32>,
-    grpc_message: Option<String>,
-    headers: Vec<Header>,
-    omitted: usize,
-    truncated: bool,
-    malformed: bool,
-    regular_seen: bool,
-}
-
-impl Fields {
-    fn text(&mut self, value: &[u8], max: usize) -> String {
-        let (s, cut) = escaped(value, max);
-        self.truncated |= cut;
-        s
-    }
-
-    fn pseudo(&mut self, slot: fn(&mut Fields) -> &mut Option<String>, value: &[u8], max: usize) {
-        let v = self.text(value, max);
-        if self.regular_seen || slot(self).is_some() {
-            self.malformed = true;
-        } else {
-            *slot(self) = Some(v);
-        }
-    }
-
-    fn add(&mut self, name: &[u8], value: &[u8]) {
-        match name {
-            b":method" => self.pseudo(|f| &mut f.method, value, MAX_VALUE_LEN),
-            b":path" => self.pseudo(|f| &mut f.path, value, MAX_PATH_LEN),
-            b":authority" => self.pseudo(|f| &mut f.authority, value, MAX_VALUE_LEN),
-            b":scheme" => self.pseudo(|f| &mut f.scheme, value, MAX_VALUE_LEN),
-            b":status" => {
-                if self.regular_seen || self.status.is_some() {
-                    self.malformed = true;
-                } else {
-                    self.status = parse_decimal(value, 3).and_then(|v| u16::try_from(v).ok());
-                    self.malformed |= self.status.is_none();
-                }
-            }
-            _ if name.first() == Some(&b':') => {
-                // Other pseudo-headers (`:protocol`) are listed like headers, without value.
-                self.list(name, value);
-            }
-            _ => {
-                self.regular_seen = true;
-                match name {
-                    b"content-type" if self.content_type.is_none() => {
-                        self.content_type = Some(self.text(value, MAX_VALUE_LEN));
-                    }
-                    b"grpc-status" if self.grpc_status.is_none() => {
-                        self.grpc_status = parse_decimal(value, 10);
-                    }
-                    b"grpc-message" if self.grpc_message.is_none() => {
-                        self.grpc_message = Some(self.text(value, MAX_GRPC_MESSAGE_LEN));
-                    }
-                    _ => {}
-                }
-                self.list(name, value);
-            }
-        }
-    }
-
-    fn list(&mut self, name: &[u8], value: &[u8]) {
-        if self.headers.len() >= MAX_REPORTED_HEADERS {
-            self.omitted += 1;
-            return;
-        }
-        let name_text = self.text(name, MAX_NAME_LEN);
-        let value = KEPT_VALUES
-            .iter()
-            .any(|k| k.as_bytes() == name)
-            .then(|| self.text(value, MAX_VALUE_LEN));
-        self.headers.push(Header {
-            name: name_text,
-            value,
-        });
-    }
-}
-
-/// ASCII decimal of at most `max_digits` digits.
-fn parse_decimal(value: &[u8], max_digits: usize) -> Option<u32> {
-    if value.is_empty() || value.len() > max_digits || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    value.iter().try_fold(0u32, |acc, d| {
-        acc.checked_mul(10)?.checked_add(u32::from(d - b'0'))
-    })
-}
-
-/// `application/grpc`, `application/grpc+proto`, `application/grpc;…` (case-insensitive).
-fn is_grpc(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|ct| {
-        let ct = ct.as_bytes();
-        ct.get(..16)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
-            && matches!(ct.get(16), None | Some(b'+' | b';'))
-    })
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
@@ -795,7 +683,9 @@ impl H2Connection {
         }
         if stream_id.is_multiple_of(2) || stream_id <= self.last_client_stream {
             // Closed, untracked or not the client's to open.
-            self.sides[0].stats.frames_on_untracked_streams += 1;
+            self.side_mut(Dir::ClientToServer)
+                .stats
+                .frames_on_untracked_streams += 1;
             return;
         }
         self.last_client_stream = stream_id;
@@ -843,7 +733,9 @@ impl H2Connection {
         events: &mut Vec<H2Event>,
     ) {
         let Some(st) = self.streams.get_mut(&stream_id) else {
-            self.sides[1].stats.frames_on_untracked_streams += 1;
+            self.side_mut(Dir::ServerToClient)
+                .stats
+                .frames_on_untracked_streams += 1;
             return;
         };
         let decoded = fields.is_some();

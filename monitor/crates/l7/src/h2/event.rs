@@ -51,8 +51,8 @@ pub struct Request {
     pub headers_omitted: usize,
     /// Some value or name was cut to its cap.
     pub truncated: bool,
-    /// A pseudo-header appeared more than once, or after a regular header (a malformed
-    /// request a server must reject): the first value is reported.
+    /// A pseudo-header appeared more than once (the first value is reported) or after a
+    /// regular header (not reported): a malformed request a server must reject.
     pub malformed: bool,
     /// `content-type` is `application/grpc` or `application/grpc+…`/`;…`.
     pub is_grpc: bool,

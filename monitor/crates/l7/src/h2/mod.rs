@@ -11,6 +11,8 @@
 //!   semantics (HEADERS with PRIORITY and PADDED, CONTINUATION, DATA with padding,
 //!   RST_STREAM, GOAWAY, SETTINGS (HEADER_TABLE_SIZE and MAX_FRAME_SIZE apply to the other
 //!   direction), PING, WINDOW_UPDATE, PUSH_PROMISE, unknown types), streams and their events.
+//! - `fields.rs`: what a decoded header block says (pseudo-headers, kept values, bounded
+//!   header list).
 //! - `event.rs`: [`H2Event`], [`Request`], [`Response`], [`StreamEnd`], [`DesyncReason`]
 //!   (stable codes, `h2-desync/…`), [`DirStats`] and [`ConnStats`].
 //!
@@ -33,6 +35,7 @@
 
 mod conn;
 mod event;
+mod fields;
 mod frame;
 mod hpack;
 #[cfg(test)]
