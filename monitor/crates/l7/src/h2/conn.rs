@@ -139,7 +139,9 @@ impl H2Connection {
     /// Protocols`): feed the client's bytes after its HTTP/1 request (starting with the client
     /// preface) and the server's after the 101 response (starting with its SETTINGS). The
     /// upgraded request is stream 1, already sent (the HTTP/1 layer reported it): its response
-    /// and end are reported here.
+    /// and end are reported here. The request's `HTTP2-Settings` header is not applied: a
+    /// server that sizes its HPACK table past 4096 on its strength alone desyncs the server's
+    /// direction (`hpack-error`) rather than being guessed at.
     pub fn after_upgrade() -> Self {
         let mut conn = Self::new();
         conn.streams.insert(
