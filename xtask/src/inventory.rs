@@ -47,6 +47,10 @@ pub struct Pod {
     /// Service the pod belongs to.
     #[serde(default)]
     pub service: Option<String>,
+    /// Kubernetes service account (the lab's mesh mode names the pod's SPIFFE identity after
+    /// it).
+    #[serde(default)]
+    pub service_account: Option<String>,
     /// Pod IPs: the first IPv4 (and the first IPv6, if any) are assigned to `eth0` in the lab.
     pub ips: Vec<IpAddr>,
     /// Cgroup path relative to the lab's root cgroup (the agent's `--cgroup`).
