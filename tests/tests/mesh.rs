@@ -463,3 +463,75 @@ fn mesh_lab_carries_traffic() {
     carries_traffic("mesh1", Mesh::Istio);
     carries_traffic("mesh2", Mesh::IstioLegacy);
 }
+
+/// A sidecar that cannot start (its pod's app already holds port 15001) fails `up` with the
+/// sidecar's log, and everything the lab and the mesh made is gone: processes, netns, cgroups,
+/// certificates, the state file.
+#[test]
+fn mesh_lab_that_fails_to_come_up_leaves_nothing() {
+    require_root();
+    let prefix = "mesh3";
+    let _ = xtask::lab::down_from_state(prefix);
+    let dir = std::env::temp_dir().join(format!("monitor-{prefix}-inventory"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inventory = dir.join("inventory.yaml");
+    std::fs::write(
+        &inventory,
+        "node: n\npods:\n\
+         \x20 - {name: client, namespace: t, ips: [\"10.77.5.1\"], cgroup: client}\n\
+         \x20 - name: squatter\n\
+         \x20   namespace: t\n\
+         \x20   ips: [\"10.77.5.2\"]\n\
+         \x20   cgroup: squatter\n\
+         \x20   lab: {serve: [{kind: python, port: 15001}]}\n",
+    )
+    .unwrap();
+    let before: Vec<u32> = haproxy_pids();
+    let err = Lab::up_with_mesh(
+        &LabOptions {
+            inventory: inventory.clone(),
+            prefix: prefix.to_owned(),
+            cgroup_mount: None,
+        },
+        Some(Mesh::Istio),
+    )
+    .expect_err("the squatter's sidecar cannot bind 15001");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("pod squatter: sidecar (haproxy") && msg.contains("15001"),
+        "the error names the pod and shows haproxy's complaint: {msg}"
+    );
+    assert!(msg.contains("everything it created was removed"), "{msg}");
+    assert!(!xtask::lab::State::path(prefix).exists(), "state file left");
+    assert!(
+        !Path::new(xtask::lab::STATE_DIR).join(prefix).exists(),
+        "run dir (certificates) left"
+    );
+    for ns in [
+        format!("{prefix}-node"),
+        format!("{prefix}-p0"),
+        format!("{prefix}-p1"),
+    ] {
+        assert!(
+            !Path::new("/run/netns").join(&ns).exists(),
+            "netns {ns} left"
+        );
+    }
+    assert_eq!(haproxy_pids(), before, "no sidecar left running");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// PIDs of running haproxy processes started for lab `mesh3` (their config is in its run dir).
+fn haproxy_pids() -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("/run/monitor-lab/mesh3/"))
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
