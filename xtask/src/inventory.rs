@@ -399,6 +399,8 @@ externals:
         assert_eq!(web[0].ipv6(), Some("fd77::10".parse().unwrap()));
         assert_eq!(web[0].serve[2].kind, ServerKind::TcpEcho);
         assert_eq!(web[2].cgroup, None);
+        assert_eq!(inv.pods[0].service_account.as_deref(), Some("sa"));
+        assert_eq!(inv.pods[1].service_account, None);
     }
 
     #[test]
