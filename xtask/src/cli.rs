@@ -142,6 +142,12 @@ pub struct LabUpArgs {
     /// cgroup v2 mount (default: found in /proc/self/mountinfo).
     #[arg(long)]
     pub cgroup_mount: Option<PathBuf>,
+    /// Emulate an Istio mesh: istio-init's iptables rules and a real sidecar proxy (haproxy,
+    /// uid 1337, in the pod's cgroup) in every pod, mTLS between pods. `istio`: inbound
+    /// forwarded from 127.0.0.6 to the pod's IP (Istio >= 1.10); `istio-legacy`: from
+    /// 127.0.0.1 to 127.0.0.1 (Istio < 1.10).
+    #[arg(long, value_enum)]
+    pub mesh: Option<lab::Mesh>,
 }
 
 /// Arguments of `cargo xtask demo`.
@@ -293,11 +299,14 @@ pub fn main() -> Result<()> {
 fn run_lab(command: LabCmd) -> Result<()> {
     match command {
         LabCmd::Up(a) => {
-            let lab = lab::Lab::up(&lab::LabOptions {
-                inventory: a.inventory,
-                prefix: a.prefix.clone(),
-                cgroup_mount: a.cgroup_mount,
-            })?;
+            let lab = lab::Lab::up_with_mesh(
+                &lab::LabOptions {
+                    inventory: a.inventory,
+                    prefix: a.prefix.clone(),
+                    cgroup_mount: a.cgroup_mount,
+                },
+                a.mesh,
+            )?;
             crate::outln!("{}", lab.describe().trim_end());
             let attach = lab.attach_cgroup().to_path_buf();
             let example = lab.members().first().map(|m| m.netns.clone());

@@ -47,6 +47,10 @@ pub struct Pod {
     /// Service the pod belongs to.
     #[serde(default)]
     pub service: Option<String>,
+    /// Kubernetes service account (the lab's mesh mode names the pod's SPIFFE identity after
+    /// it).
+    #[serde(default)]
+    pub service_account: Option<String>,
     /// Pod IPs: the first IPv4 (and the first IPv6, if any) are assigned to `eth0` in the lab.
     pub ips: Vec<IpAddr>,
     /// Cgroup path relative to the lab's root cgroup (the agent's `--cgroup`).
@@ -395,6 +399,8 @@ externals:
         assert_eq!(web[0].ipv6(), Some("fd77::10".parse().unwrap()));
         assert_eq!(web[0].serve[2].kind, ServerKind::TcpEcho);
         assert_eq!(web[2].cgroup, None);
+        assert_eq!(inv.pods[0].service_account.as_deref(), Some("sa"));
+        assert_eq!(inv.pods[1].service_account, None);
     }
 
     #[test]

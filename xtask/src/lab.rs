@@ -9,13 +9,16 @@
 //!   as /16 and first IPv6 (if any) as /64, `lo` up; its processes run in cgroup
 //!   `<cgroup2 mount>/P/<pod cgroup>`;
 //! - external *j* is netns `P-xj` (veth `Pxj`), on the same bridge but outside the lab's root
-//!   cgroup `<cgroup2 mount>/P`, which is what the agent attaches to.
+//!   cgroup `<cgroup2 mount>/P`, which is what the agent attaches to;
+//! - with a [`Mesh`] ([`Lab::up_with_mesh`], `lab up --mesh istio`), every pod also gets
+//!   Istio's iptables rules and a real sidecar proxy in its netns and cgroup ([`mesh`]).
 //!
 //! Nothing is created in the root network namespace: lab traffic never leaves the lab's own
 //! namespaces. Every created thing is recorded in `/run/monitor-lab/P.json` before it exists
 //! (see [`State`]) and is removed by [`Lab::down`], on `Drop`, when `up` fails half-way, and by
 //! [`down_from_state`] (`cargo xtask lab down`) after a crash.
 
+pub mod mesh;
 mod net;
 mod servers;
 mod state;
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
+pub use mesh::{Mesh, Sidecar};
 pub use servers::{ECHO_PY, SERVER_PY};
 
 /// `program` as a command inside network namespace `netns`, entered with nsenter: unlike
@@ -107,8 +111,12 @@ pub struct Lab {
     members: Vec<Member>,
     node_netns: String,
     bridge: String,
-    /// Lab servers we own (reaped on teardown).
+    /// Lab servers (and sidecars) we own (reaped on teardown).
     children: Vec<Child>,
+    /// The mesh emulated, if any.
+    mesh: Option<Mesh>,
+    /// One per pod in mesh mode.
+    sidecars: Vec<Sidecar>,
     down_done: bool,
     detached: bool,
 }
@@ -117,6 +125,15 @@ impl Lab {
     /// Builds the lab described by `opts.inventory` and waits until every server accepts
     /// connections. On any error, everything created so far is removed before returning.
     pub fn up(opts: &LabOptions) -> Result<Lab> {
+        Self::up_with_mesh(opts, None)
+    }
+
+    /// [`Lab::up`], and with `mesh` an Istio-like sidecar in every pod (see [`mesh`]): the
+    /// rules, certificates and proxies are in place and listening when this returns.
+    ///
+    /// (A separate entry point rather than a field of [`LabOptions`], whose struct literals
+    /// elsewhere in the workspace name every field.)
+    pub fn up_with_mesh(opts: &LabOptions, mesh: Option<Mesh>) -> Result<Lab> {
         let started = Instant::now();
         util::require_root("the lab")?;
         check_prefix(&opts.prefix)?;
@@ -169,6 +186,8 @@ impl Lab {
             node_netns,
             bridge,
             children: Vec::new(),
+            mesh,
+            sidecars: Vec::new(),
             down_done: false,
             detached: false,
         };
@@ -186,9 +205,10 @@ impl Lab {
             });
         }
         crate::outln!(
-            "lab {prefix}: up in {} from {}; agent --cgroup {}",
+            "lab {prefix}: up in {} from {}{}; agent --cgroup {}",
             util::fmt_duration(started.elapsed()),
             lab.state.inventory.display(),
+            mesh.map_or_else(String::new, |m| format!(" with mesh {m}")),
             lab.attach_cgroup().display()
         );
         Ok(lab)
@@ -256,7 +276,11 @@ impl Lab {
             }
         }
 
-        self.start_servers()
+        self.start_servers()?;
+        match self.mesh {
+            Some(mesh) => self.start_mesh(mesh),
+            None => Ok(()),
+        }
     }
 
     fn start_servers(&mut self) -> Result<()> {
@@ -360,6 +384,31 @@ impl Lab {
             }
         }
         Ok(())
+    }
+
+    /// The mesh this lab emulates, if any.
+    pub fn mesh(&self) -> Option<Mesh> {
+        self.mesh
+    }
+
+    /// The sidecars (mesh mode: one per pod, in inventory order; empty otherwise).
+    pub fn sidecars(&self) -> &[Sidecar] {
+        &self.sidecars
+    }
+
+    /// The sidecar of pod `pod` (mesh mode).
+    pub fn sidecar(&self, pod: &str) -> Result<&Sidecar> {
+        self.sidecars
+            .iter()
+            .find(|s| s.pod == pod)
+            .with_context(|| {
+                format!(
+                    "lab {}: no sidecar in {pod:?} (mesh: {})",
+                    self.prefix(),
+                    self.mesh
+                        .map_or_else(|| "off".to_string(), |m| m.to_string())
+                )
+            })
     }
 
     /// The lab's root cgroup: pass it to `monitor agent --cgroup`.
@@ -532,11 +581,14 @@ impl Lab {
                 || "(external: no cgroup)".to_string(),
                 |c| c.display().to_string(),
             );
-            let serves = if m.servers.is_empty() {
+            let mut serves = if m.servers.is_empty() {
                 String::new()
             } else {
                 format!("  serves {}", m.servers.join(" "))
             };
+            if let Some(s) = self.sidecars.iter().find(|s| s.pod == m.name) {
+                serves.push_str(&format!("  sidecar pid {}", s.pid));
+            }
             out.push_str(&format!(
                 "  {:<3} {:<width$}  netns {:<10} {:<26} {cg}{serves}\n",
                 if m.is_external() { "ext" } else { "pod" },

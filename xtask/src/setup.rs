@@ -34,6 +34,13 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "python3-grpc-tools",
     // promtool lints the metrics' names and checks and unit-tests the alert rules.
     "prometheus",
+    // The lab's mesh mode (`cargo xtask lab up --mesh istio`) emulates Istio: haproxy is the
+    // sidecar proxy (it reads a REDIRECTed connection's original destination), iptables
+    // (iptables-nft) loads istio-init's rules in each pod's netns, openssl issues the pods'
+    // SPIFFE certificates.
+    "haproxy",
+    "iptables",
+    "openssl",
     // `cargo xtask vm-test` strips the binaries it packs into the VM's initramfs. (It fetches
     // the 6.1 kernel, busybox-static and qemu itself with `apt-get download` into the target
     // directory, installing nothing: bookworm's qemu-system-x86 would replace a newer
