@@ -394,3 +394,130 @@ fn finds_cycles_and_ignores_a_module_and_its_ancestors() {
     assert!(cycles(&g).is_empty(), "{g:?}");
     assert_eq!(g.len(), 1, "{g:?}");
 }
+
+/// The same rule for every other crate of the workspace: the monitor's role crates, the
+/// binary's library, the shared kernel/user types and the lab tests' harness.
+#[test]
+fn no_module_circles_in_the_other_crates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut dirs = vec![
+        root.join("monitor/src"),
+        root.join("monitor-common/src"),
+        root.join("tests/src"),
+    ];
+    let crates = root.join("monitor/crates");
+    for e in std::fs::read_dir(&crates).expect("monitor/crates is readable") {
+        dirs.push(e.expect("dir entry").path().join("src"));
+    }
+    assert!(dirs.len() >= 8, "found only {dirs:?}");
+    let mut why = Vec::new();
+    let mut total_edges = 0;
+    for dir in &dirs {
+        let edges = edges(&sources_under(dir));
+        total_edges += edges.len();
+        for c in cycles(&edges) {
+            let steps: Vec<String> = c
+                .windows(2)
+                .map(|w| {
+                    let m = |s: &str| s.split("::").map(str::to_owned).collect::<Module>();
+                    edges[&(m(&w[0]), m(&w[1]))].clone()
+                })
+                .collect();
+            why.push(format!(
+                "{}: {} ({})",
+                dir.display(),
+                c.join(" -> "),
+                steps.join("; ")
+            ));
+        }
+    }
+    // The reader finds imports there too (an empty graph would pass vacuously).
+    assert!(total_edges > 50, "only {total_edges} edges found");
+    assert!(why.is_empty(), "import cycles:\n{}", why.join("\n"));
+}
+
+/// The roles' boundaries, as dependencies between the workspace's crates (Cargo keeps them
+/// acyclic; this keeps the direction the architecture promises). Checked on `[dependencies]`
+/// of each manifest; dev-dependencies are free.
+#[test]
+fn crate_boundaries_hold() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let workspace = [
+        "monitor",
+        "monitor-record",
+        "monitor-policy",
+        "monitor-wire",
+        "monitor-agent",
+        "monitor-collector",
+        "monitor-l7",
+        "monitor-common",
+        "monitor-ebpf",
+        "xtask",
+    ];
+    let deps_of = |manifest: &str| -> BTreeSet<String> {
+        let text = std::fs::read_to_string(root.join(manifest)).expect("readable manifest");
+        let mut out = BTreeSet::new();
+        let mut in_deps = false;
+        for line in text.lines() {
+            let l = line.trim();
+            if l.starts_with('[') {
+                in_deps = l == "[dependencies]";
+                continue;
+            }
+            if in_deps && let Some((name, _)) = l.split_once('=') {
+                let name = name.trim();
+                if workspace.contains(&name) {
+                    out.insert(name.to_owned());
+                }
+            }
+        }
+        out
+    };
+    let allowed: &[(&str, &[&str])] = &[
+        ("monitor/crates/record/Cargo.toml", &[]),
+        ("monitor/crates/l7/Cargo.toml", &[]),
+        ("monitor/crates/policy/Cargo.toml", &["monitor-record"]),
+        ("monitor/crates/wire/Cargo.toml", &["monitor-record"]),
+        (
+            "monitor/crates/collector/Cargo.toml",
+            &["monitor-record", "monitor-wire"],
+        ),
+        (
+            "monitor/crates/agent/Cargo.toml",
+            &[
+                "monitor-record",
+                "monitor-policy",
+                "monitor-wire",
+                "monitor-l7",
+                "monitor-common",
+            ],
+        ),
+        ("xtask/Cargo.toml", &["monitor-record"]),
+    ];
+    let mut bad = Vec::new();
+    for (manifest, ok) in allowed {
+        for d in deps_of(manifest) {
+            if !ok.contains(&d.as_str()) {
+                bad.push(format!("{manifest} depends on {d}"));
+            }
+        }
+    }
+    // Nothing imports the binary crate.
+    for manifest in [
+        "monitor/crates/agent/Cargo.toml",
+        "monitor/crates/collector/Cargo.toml",
+        "tests/Cargo.toml",
+        "xtask/Cargo.toml",
+    ] {
+        if deps_of(manifest).contains("monitor") {
+            bad.push(format!("{manifest} depends on the binary crate `monitor`"));
+        }
+    }
+    // The checker reads what it should: the agent's manifest names the policy.
+    assert!(deps_of("monitor/crates/agent/Cargo.toml").contains("monitor-policy"));
+    assert!(
+        bad.is_empty(),
+        "crate boundaries broken:\n{}",
+        bad.join("\n")
+    );
+}

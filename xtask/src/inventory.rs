@@ -1,9 +1,10 @@
 //! The lab's view of the inventory file.
 //!
-//! The agent reads the same YAML as its identity source (node, pods, their IPs, cgroups,
-//! labels...); the lab reads the topology from it and the `lab:` sections, which only the lab
-//! uses (servers to start in each pod). Fields the lab does not need are ignored, so the agent
-//! can grow its part of the schema freely; the `lab:` parts are strict. YAML errors are reported
+//! One schema for the agent and the lab: the file is parsed with the vocabulary's
+//! [`monitor_record::inventory::InventoryFile`] (what the agent's static identity source
+//! reads, so a file the lab accepts is one the agent accepts), and the lab's view is built from
+//! it: the topology and the `lab:` sections, which only the lab uses (servers to start in each
+//! pod) and which are strict. YAML errors are reported
 //! as `file:line:column: message`; semantic errors name the file and the pod.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Component, Path};
 
 use anyhow::{Context as _, Result, bail};
+use monitor_record::inventory::{InventoryEntry, InventoryFile};
 use serde::Deserialize;
 
 /// The IPv4 network every lab address must be in (assigned as a /16).
@@ -23,52 +25,45 @@ pub const LAB_V6_NET: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 
 pub const MAX_ROUTE_BYTES: u64 = 256 << 20;
 
 /// An inventory file, as far as the lab is concerned.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Inventory {
     /// Node name the agent writes into every record.
     pub node: String,
     /// Pods on the node: each gets a netns and a cgroup in the lab.
-    #[serde(default)]
     pub pods: Vec<Pod>,
     /// Hosts outside the cluster: each gets a netns on the lab bridge, outside the monitored
     /// cgroup tree.
-    #[serde(default)]
     pub externals: Vec<External>,
 }
 
 /// A pod (the agent reads more fields than these; the lab ignores them).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Pod {
     /// Pod name, unique in the file.
     pub name: String,
     /// Kubernetes namespace.
-    #[serde(default)]
     pub namespace: Option<String>,
     /// Service the pod belongs to.
-    #[serde(default)]
     pub service: Option<String>,
     /// Kubernetes service account (the lab's mesh mode names the pod's SPIFFE identity after
     /// it).
-    #[serde(default)]
     pub service_account: Option<String>,
     /// Pod IPs: the first IPv4 (and the first IPv6, if any) are assigned to `eth0` in the lab.
     pub ips: Vec<IpAddr>,
     /// Cgroup path relative to the lab's root cgroup (the agent's `--cgroup`).
     pub cgroup: String,
     /// Lab-only settings.
-    #[serde(default)]
     pub lab: LabSection,
 }
 
 /// An external host (outside the cluster).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct External {
     /// Name, unique in the file (pods and externals share one namespace of names).
     pub name: String,
     /// Addresses: the first IPv4 (and IPv6, if any) are assigned in the lab.
     pub ips: Vec<IpAddr>,
     /// Lab-only settings.
-    #[serde(default)]
     pub lab: LabSection,
 }
 
@@ -162,14 +157,59 @@ impl Inventory {
     /// Parses YAML text; `origin` (a file name) prefixes error locations as
     /// `origin:line:column`. Does not validate.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        serde_yaml_ng::from_str(text).map_err(|e| match e.location() {
-            Some(loc) => anyhow::anyhow!(
-                "{origin}:{}:{}: {}",
-                loc.line(),
-                loc.column(),
-                strip_location(&e.to_string())
-            ),
-            None => anyhow::anyhow!("{origin}: {e}"),
+        let file: InventoryFile =
+            serde_yaml_ng::from_str(text).map_err(|e| match e.location() {
+                Some(loc) => anyhow::anyhow!(
+                    "{origin}:{}:{}: {}",
+                    loc.line(),
+                    loc.column(),
+                    strip_location(&e.to_string())
+                ),
+                None => anyhow::anyhow!("{origin}: {e}"),
+            })?;
+        let lab = |e: &InventoryEntry| -> Result<LabSection> {
+            match &e.lab {
+                None => Ok(LabSection::default()),
+                Some(v) => serde_yaml_ng::from_value(v.clone()).map_err(|err| {
+                    anyhow::anyhow!("{origin}: `lab:` section of {}: {err}", e.name)
+                }),
+            }
+        };
+        let mut pods = Vec::new();
+        for e in &file.pods {
+            let cgroup = e
+                .cgroup
+                .as_ref()
+                .and_then(|c| c.to_str())
+                .with_context(|| {
+                    format!(
+                        "{origin}: pod {} needs a `cgroup:` path for the lab",
+                        e.name
+                    )
+                })?
+                .to_owned();
+            pods.push(Pod {
+                name: e.name.clone(),
+                namespace: (!e.namespace.is_empty()).then(|| e.namespace.clone()),
+                service: e.service.clone(),
+                service_account: e.service_account.clone(),
+                ips: e.ips.clone(),
+                cgroup,
+                lab: lab(e)?,
+            });
+        }
+        let mut externals = Vec::new();
+        for e in &file.externals {
+            externals.push(External {
+                name: e.name.clone(),
+                ips: e.ips.clone(),
+                lab: lab(e)?,
+            });
+        }
+        Ok(Self {
+            node: file.node,
+            pods,
+            externals,
         })
     }
 
@@ -373,7 +413,6 @@ pods:
     service: web
     labels: {app: web}
     service_account: sa
-    image_digest: sha256:abc
     ips: ["10.77.0.10", "fd77::10"]
     cgroup: web
     lab:
@@ -401,6 +440,18 @@ externals:
         assert_eq!(web[2].cgroup, None);
         assert_eq!(inv.pods[0].service_account.as_deref(), Some("sa"));
         assert_eq!(inv.pods[1].service_account, None);
+    }
+
+    /// One schema: a field the agent's inventory reader does not know is an error for the lab
+    /// too, with its position (the lab used to accept files the agent then refused).
+    #[test]
+    fn fields_the_agent_rejects_are_rejected() {
+        let bad = "node: n\npods:\n  - name: a\n    image_digest: x\n    ips: [\"10.77.0.1\"]\n    cgroup: a\n";
+        let e = Inventory::parse(bad, "inv.yaml").unwrap_err().to_string();
+        assert!(
+            e.starts_with("inv.yaml:4:") && e.contains("image_digest"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -32,7 +32,6 @@ use monitor_common::{
     http::{
         CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, HttpChunk, HttpChunkMeta, HttpChunkView, classify,
     },
-    quarantine::QuarantineStats,
     record::{
         RecordHeader, RecordKind,
         user::{DecodeError, Record as Raw},
@@ -40,7 +39,7 @@ use monitor_common::{
 };
 
 use super::packet::Segment;
-use monitor_agent::{capture::CaptureError, conn::after, pipeline::LossCount, pipeline::Source};
+use monitor_agent::{conn::after, pipeline::LossCount, pipeline::Source, pipeline::SourceError};
 
 /// Bounds of the flow table.
 #[derive(Debug, Clone, Copy)]
@@ -627,24 +626,12 @@ impl Source for FlowTable {
         }
     }
 
-    fn losses(&self) -> Result<Vec<LossCount>, CaptureError> {
+    fn losses(&self) -> Result<Vec<LossCount>, SourceError> {
         Ok(vec![
             ("capture", "missing-segment", self.stats.missing_segments),
             ("capture", "undecodable-packet", self.stats.undecodable),
             ("capture", "flow-table-full", self.stats.flow_table_full),
         ])
-    }
-
-    fn set_quarantine(&mut self, _entries: &[(u64, u64)]) -> Result<(), CaptureError> {
-        Ok(())
-    }
-
-    fn quarantine_stats(&self) -> Result<HashMap<u64, QuarantineStats>, CaptureError> {
-        Ok(HashMap::new())
-    }
-
-    fn set_local_peers(&mut self, _ips: &[std::net::IpAddr]) -> Result<(), CaptureError> {
-        Ok(())
     }
 }
 

@@ -24,6 +24,35 @@ use crate::{
 
 use monitor_policy::Policy;
 
+/// Why the live agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Loading, attaching or reading the kernel programs failed.
+    #[error(transparent)]
+    Capture(#[from] crate::capture::CaptureError),
+    /// The pipeline failed (policy at start, or the kernel source could not be read).
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+impl From<crate::pipeline::SourceError> for AgentError {
+    fn from(e: crate::pipeline::SourceError) -> Self {
+        Self::Pipeline(e.into())
+    }
+}
+
+impl From<std::io::Error> for AgentError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Pipeline(e.into())
+    }
+}
+
+impl From<monitor_policy::PolicyErrors> for AgentError {
+    fn from(e: monitor_policy::PolicyErrors) -> Self {
+        Self::Pipeline(e.into())
+    }
+}
+
 /// Agent settings (from the command line).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -70,7 +99,7 @@ pub fn run(
     metrics: Arc<Metrics>,
     stop: &AtomicBool,
     out: &mut dyn RecordOut,
-) -> Result<(), PipelineError> {
+) -> Result<(), AgentError> {
     let policy = cfg.policy.as_deref().map(Policy::load).transpose()?;
     let mut capture = Capture::load()?;
     capture.set_local_peers(&identity.monitored_pod_ips())?;
@@ -162,7 +191,7 @@ pub fn run_drain_only(
     identity: &mut dyn PodResolver,
     stop: &AtomicBool,
     out: &mut dyn std::io::Write,
-) -> Result<(), PipelineError> {
+) -> Result<(), AgentError> {
     let mut capture = Capture::load()?;
     capture.set_local_peers(&identity.monitored_pod_ips())?;
     capture.attach(&cfg.cgroup)?;

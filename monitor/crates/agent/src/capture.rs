@@ -8,6 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::pipeline::{Enforcer, Source, SourceError};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
@@ -407,7 +408,7 @@ impl Capture {
     }
 }
 
-impl crate::pipeline::Source for Capture {
+impl Source for Capture {
     fn drain(
         &mut self,
         f: &mut dyn for<'a> FnMut(
@@ -434,27 +435,38 @@ impl crate::pipeline::Source for Capture {
         Capture::remove_flow(self, cookie);
     }
 
-    fn losses(&self) -> Result<Vec<crate::pipeline::LossCount>, CaptureError> {
-        let counters = self.counters()?;
+    fn losses(&self) -> Result<Vec<crate::pipeline::LossCount>, SourceError> {
+        let counters = self
+            .counters()
+            .map_err(|e| table("read the loss counters", &e))?;
         Ok(Counter::ALL
             .into_iter()
             .filter(|c| c.is_loss())
             .map(|c| ("kernel", c.name(), counters[c as usize]))
             .collect())
     }
+}
 
-    fn set_quarantine(&mut self, entries: &[(u64, u64)]) -> Result<(), CaptureError> {
-        Capture::set_quarantine(self, entries)
+impl Enforcer for Capture {
+    fn set_quarantine(&mut self, entries: &[(u64, u64)]) -> Result<(), SourceError> {
+        Capture::set_quarantine(self, entries).map_err(|e| table("update the quarantine set", &e))
     }
 
     fn quarantine_stats(
         &self,
-    ) -> Result<std::collections::HashMap<u64, QuarantineStats>, CaptureError> {
-        Capture::quarantine_stats(self)
+    ) -> Result<std::collections::HashMap<u64, QuarantineStats>, SourceError> {
+        Capture::quarantine_stats(self).map_err(|e| table("read the quarantine counters", &e))
     }
 
-    fn set_local_peers(&mut self, ips: &[std::net::IpAddr]) -> Result<(), CaptureError> {
-        Capture::set_local_peers(self, ips)
+    fn set_local_peers(&mut self, ips: &[std::net::IpAddr]) -> Result<(), SourceError> {
+        Capture::set_local_peers(self, ips).map_err(|e| table("update the local peers", &e))
+    }
+}
+
+fn table(op: &'static str, e: &CaptureError) -> SourceError {
+    SourceError::Table {
+        op,
+        message: e.to_string(),
     }
 }
 

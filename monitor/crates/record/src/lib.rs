@@ -5,6 +5,7 @@
 //!
 //! - [`record`]: output records (`http`, `flow`, `loss`, `violation`, `policy`, `quarantine`)
 //!   and the [`record::Endpoint`] each side of an exchange is written as.
+//! - [`endpoint`]: how each side of an exchange is written ([`endpoint::Endpoint`]).
 //! - [`peer`]: who a peer is ([`peer::Pod`], [`peer::PeerKind`]).
 //! - [`exchange`]: which end observed an exchange and how it ended.
 //! - [`violation`]: the violation record, rule ids and severities.
@@ -13,6 +14,7 @@
 //! - [`inventory`]: the static inventory file's schema (agent and lab).
 //! - [`time`]: RFC 3339 text and Unix nanoseconds.
 
+pub mod endpoint;
 pub mod exchange;
 pub mod inventory;
 pub mod peer;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::record::Endpoint;
+use crate::endpoint::Endpoint;
 
 /// Stable rule ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]

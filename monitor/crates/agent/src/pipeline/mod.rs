@@ -15,7 +15,7 @@ mod source;
 pub use out::{RecordOut, WriteOut, new_boot_id};
 use policy::PolicyWatch;
 pub use policy::source_key;
-pub use source::{LossCount, Source};
+pub use source::{Enforcer, LossCount, Source, SourceError};
 
 use quarantine::QuarantineBook;
 
@@ -28,9 +28,8 @@ use monitor_common::{
 };
 
 use crate::{
-    capture::CaptureError, clock::Clock, conn::AgentLoss, conn::Exchange, conn::FlowSummary,
-    conn::Output, conn::Tracker, identity::PodResolver, metrics::LossLabel, metrics::Metrics,
-    metrics::RuleLabel,
+    clock::Clock, conn::AgentLoss, conn::Exchange, conn::FlowSummary, conn::Output, conn::Tracker,
+    identity::PodResolver, metrics::LossLabel, metrics::Metrics, metrics::RuleLabel,
 };
 
 use monitor_record::{
@@ -44,9 +43,9 @@ use monitor_policy::{Policy, PolicyErrors, aggregate::Aggregator, engine::Engine
 /// Why the pipeline stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// Could not load, attach or read the kernel side.
+    /// The source (kernel or capture file) could not be read or controlled.
     #[error(transparent)]
-    Capture(#[from] CaptureError),
+    Source(#[from] SourceError),
     /// Bad policy at start (a bad policy on reload keeps the last good one instead).
     #[error("policy rejected:\n{0}")]
     Policy(#[from] PolicyErrors),

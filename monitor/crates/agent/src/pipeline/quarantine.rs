@@ -10,7 +10,7 @@ use monitor_common::{
     quarantine::{QuarantineDrop, QuarantineStats},
 };
 
-use super::{Pipeline, PipelineError, Source};
+use super::{Enforcer, Pipeline, PipelineError};
 use crate::identity::PodResolver;
 use monitor_record::{
     exchange::Observer, record::Endpoint, record::QuarantineAttestation, record::Record,
@@ -84,7 +84,7 @@ impl Pipeline {
     /// remembers since when each pod is quarantined.
     pub fn sync_quarantine(
         &mut self,
-        source: &mut dyn Source,
+        enforcer: &mut dyn Enforcer,
         identity: &mut dyn PodResolver,
         now_ns: u64,
     ) -> Result<(), PipelineError> {
@@ -122,7 +122,7 @@ impl Pipeline {
         }
         entries.sort_unstable();
         if entries != self.quarantine.entries {
-            source.set_quarantine(&entries)?;
+            enforcer.set_quarantine(&entries)?;
             tracing::info!(cgroups = entries.len(), "kernel quarantine set updated");
             self.quarantine.entries = entries;
         }
@@ -140,7 +140,7 @@ impl Pipeline {
     /// bytes dropped, and how many exchanges or flows escaped (seen after enforcement: 0).
     pub fn attest_quarantine(
         &mut self,
-        source: &dyn Source,
+        enforcer: &dyn Enforcer,
         out: &mut dyn RecordOut,
         now_ns: u64,
     ) -> Result<(), PipelineError> {
@@ -149,7 +149,7 @@ impl Pipeline {
         if self.quarantine.pods.is_empty() {
             return Ok(());
         }
-        let stats = source.quarantine_stats()?;
+        let stats = enforcer.quarantine_stats()?;
         let now = self.clock.rfc3339(now_ns);
         let mut pods: Vec<&QuarantinedPod> = self.quarantine.pods.values().collect();
         pods.sort_by(|a, b| a.pod.name.cmp(&b.pod.name));
