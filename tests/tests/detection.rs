@@ -1,4 +1,4 @@
-//! Detection latency, measured and printed (DESIGN §6: request sent → violation, p99 < 50 ms at
+//! Detection latency, measured and printed (docs/design.md#performance-contract: request sent → violation, p99 < 50 ms at
 //! the collector): at the agent's stdout, and at the collector's NDJSON sink. Only the count is asserted: a time depends on the
 //! machine and its load, and is a benchmark's business.
 //!
@@ -119,7 +119,7 @@ fn latencies(sent: &BTreeMap<String, f64>, records: &[(f64, Value)], at: &str) -
     latency_ms
 }
 
-/// End to end, as DESIGN §6 defines it: request sent → violation line in the collector's
+/// End to end, as docs/design.md#performance-contract defines it: request sent → violation line in the collector's
 /// NDJSON sink file (agent → gRPC/mTLS → store commit with fsync → sink thread → file with
 /// fsync). A thread polls the file every millisecond and stamps each new line, so the figure
 /// includes up to 1 ms of polling.

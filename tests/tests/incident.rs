@@ -1,4 +1,4 @@
-//! Tier-3 lab tests of the incident (DESIGN §1) as `cargo xtask demo` replays it, with exact
+//! Tier-3 lab tests of the incident (docs/design.md#the-problem) as `cargo xtask demo` replays it, with exact
 //! counts: the Vantage inventory, a copy of the Vantage policy in the lab's run directory (the
 //! tests edit it, as an operator would), real curl clients in the pods, the real agent.
 //!

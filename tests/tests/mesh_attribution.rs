@@ -30,7 +30,7 @@ const SERVER: &str = "svc-user-profile-service-0";
 /// Documented and allowed for the recommendation engines (the Vantage policy), 1,044 bytes.
 const DOCUMENTED: &str = "/api/v2/users/preferences";
 const DOCUMENTED_TARGET: &str = "/api/v2/users/preferences?user_id=1049";
-/// The backdoor's undocumented lookup (DESIGN §1), 9,612 bytes.
+/// The backdoor's undocumented lookup (docs/design.md#the-problem), 9,612 bytes.
 const LOOKUP: &str = "/internal/admin/v0/users/lookup";
 const LOOKUP_TARGET: &str =
     "/internal/admin/v0/users/lookup?fields=ssn_last4,email,phone,address_*&state=CA&limit=48";

@@ -10,7 +10,7 @@
 //!   servers (nginx, a Python HTTP server, a TCP echo server) in the pods. The integration tests
 //!   (`tests/`) use it as a library.
 //! - [`demo`]: replays the Vantage incident against the lab with the real agent.
-//! - [`bench`]: `cargo xtask bench`, the monitor's overhead measured as ratios (DESIGN §6).
+//! - [`bench`]: `cargo xtask bench`, the monitor's overhead measured as ratios (docs/design.md#performance-contract).
 //! - [`harness`]: `monitor agent` and `monitor collector` as child processes (start, ready
 //!   file, stdout lines, stderr log, stop by PID), for the demo, the bench and the lab tests.
 //! - [`ci`]: the test pipeline behind `cargo xtask test` (and `.ci/run`).

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the performance contract of DESIGN §6, measured as ratios in one run.
+//! `cargo xtask bench`: the performance contract of docs/design.md#performance-contract, measured as ratios in one run.
 //!
 //! In the lab of `tests/fixtures/lab.yaml` (prefix `bnch`), with the release `monitor` binary,
 //! it runs the same short phases under four variants, interleaved within each round:

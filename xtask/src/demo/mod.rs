@@ -1,4 +1,4 @@
-//! `cargo xtask demo`: replays the Vantage incident (DESIGN §1) on this machine.
+//! `cargo xtask demo`: replays the Vantage incident (docs/design.md#the-problem) on this machine.
 //!
 //! setup (fast path) → release build of `monitor` → lab up (Vantage inventory) → a copy of the
 //! Vantage policy in the lab's run directory → the agent (root cgroup, the lab's node netns), attached

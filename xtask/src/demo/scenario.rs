@@ -1,4 +1,4 @@
-//! The incident the demo replays (DESIGN §1): the pods it needs, the calls of each phase, the
+//! The incident the demo replays (docs/design.md#the-problem): the pods it needs, the calls of each phase, the
 //! backdoor's lookups, and the operator's quarantine edit of the policy. Nothing here runs a
 //! process; [`super::phases`] plays it against the lab.
 
@@ -12,11 +12,11 @@ use crate::lab::Lab;
 /// The route the backdoor called.
 pub const LOOKUP_ROUTE: &str = "/internal/admin/v0/users/lookup";
 
-/// The fields the backdoor's queries asked for (DESIGN §1).
+/// The fields the backdoor's queries asked for (docs/design.md#the-problem).
 pub const LOOKUP_FIELDS: &str =
     "ssn_last4,email,phone,address_street,address_city,address_state,address_zip";
 
-/// The US states the backdoor filtered by, in order (DESIGN §1).
+/// The US states the backdoor filtered by, in order (docs/design.md#the-problem).
 pub const LOOKUP_STATES: [&str; 6] = ["CA", "NY", "TX", "FL", "IL", "PA"];
 
 /// Records per response the backdoor asked for.

@@ -19,7 +19,7 @@ pub enum Record {
     Flow(Box<FlowRecord>),
     /// Data that was lost, with how much and when.
     Loss(LossRecord),
-    /// A policy violation (DESIGN §3).
+    /// A policy violation (docs/design.md#record-contract).
     Violation(Box<Violation>),
     /// The policy was (re)loaded, or a reload failed and the last good policy stays.
     Policy(PolicyEvent),
