@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
         Command::Certs { cmd: c } => cmd::certs::run(c),
         Command::Policy {
             cmd: PolicyCommand::Lint { files },
-        } => return lint_policies(&files),
+        } => return cmd::policy::lint(&files),
         Command::Policy {
             cmd: PolicyCommand::DryRun(args),
         } => cmd::policy::dry_run(args),
@@ -43,17 +43,4 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
-}
-
-/// `monitor policy lint`: diagnostics on stderr, `FILE: ok (...)` on stdout; 1 if any file is bad.
-fn lint_policies(files: &[std::path::PathBuf]) -> std::process::ExitCode {
-    let (out, err) = (std::io::stdout(), std::io::stderr());
-    match monitor_policy::lint::lint_files(files, &mut out.lock(), &mut err.lock()) {
-        Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => std::process::ExitCode::FAILURE,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: cannot write the report: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
 }

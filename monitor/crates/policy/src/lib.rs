@@ -1,7 +1,8 @@
 //! The policy: what traffic is documented and allowed, and what is a violation.
 //!
 //! - [`schema`]: the YAML file's types (documented in `docs/policy.md`);
-//! - [`lint`]: parsing with positions and every semantic check, as [`Diagnostic`]s;
+//! - [`load`]: reading a file with positions, recovering from errors, and every semantic check,
+//!   as [`Diagnostic`]s;
 //! - [`path`]: request-target normalisation (the evasion-resistant view of a path);
 //! - [`pattern`]: field-name globs and address ranges;
 //! - [`engine`]: evaluation of one HTTP exchange or flow against a loaded [`Policy`];
@@ -12,7 +13,7 @@
 
 pub mod aggregate;
 pub mod engine;
-pub mod lint;
+pub mod load;
 pub mod path;
 pub mod pattern;
 pub mod schema;
@@ -98,7 +99,7 @@ impl Policy {
 
     /// Checks policy text; `path` is used in messages and references.
     pub fn parse(text: &str, path: &Path) -> Result<Self, PolicyErrors> {
-        let (spec, lines) = lint::check(text, path)?;
+        let (spec, lines) = load::check(text, path)?;
         Ok(Self {
             file: path.to_owned(),
             spec,

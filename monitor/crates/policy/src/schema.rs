@@ -1,6 +1,6 @@
 //! The policy file's schema (YAML), as serde types. Documented for users in `docs/policy.md`;
 //! keep the two in step. Structural errors come from serde with their position; semantic checks
-//! live in `policy::lint`.
+//! live in [`crate::load`].
 
 use std::collections::BTreeMap;
 
@@ -279,5 +279,72 @@ impl Default for Aggregation {
         Self {
             window_seconds: default_window(),
         }
+    }
+}
+
+impl PolicyFile {
+    /// A one-line summary of a checked policy: `3 endpoints, 5 edges, 1 external, ...` (what
+    /// `monitor policy lint` prints for a clean file).
+    pub fn summary(&self) -> String {
+        fn n(count: usize, what: &str) -> String {
+            format!("{count} {what}{}", if count == 1 { "" } else { "s" })
+        }
+        let mut parts = vec![
+            n(self.protected_prefixes.len(), "protected prefix"),
+            n(self.endpoints.len(), "endpoint"),
+        ];
+        let (edges, external) = self
+            .egress
+            .as_ref()
+            .map_or((0, 0), |e| (e.edges.len(), e.external.len()));
+        parts.push(n(edges, "edge"));
+        parts.push(format!("{external} external"));
+        parts.push(n(
+            self.sensitive_fields.as_ref().map_or(0, |s| s.names.len()),
+            "sensitive name",
+        ));
+        parts.push(format!(
+            "{} kept query value{}",
+            self.redaction.keep_values.len(),
+            if self.redaction.keep_values.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ));
+        match &self.quarantine {
+            Some(q) => {
+                let mut what = vec![n(q.pods.len(), "pod")];
+                if !q.selector.is_empty() {
+                    what.push("a label selector".into());
+                }
+                if q.network_policies {
+                    what.push("deny-all NetworkPolicies".into());
+                }
+                let mode = match q.mode {
+                    QuarantineMode::Observe => "observe",
+                    QuarantineMode::Enforce => "enforce",
+                };
+                parts.push(format!("quarantine {mode}: {}", what.join(" + ")));
+            }
+            None => parts.push("no quarantine".into()),
+        }
+        let baselines: Vec<&str> = self.baselines.as_ref().map_or_else(Vec::new, |b| {
+            [
+                (b.response_size.is_some(), "response-size"),
+                (b.rate.is_some(), "rate"),
+                (b.new_edges.is_some(), "new-edges"),
+            ]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect()
+        });
+        parts.push(if baselines.is_empty() {
+            "no baselines".into()
+        } else {
+            format!("baselines: {}", baselines.join(", "))
+        });
+        parts.push(format!("aggregation {}s", self.aggregation.window_seconds));
+        parts.join(", ")
     }
 }
