@@ -68,6 +68,9 @@ pub struct SpoolOut<W: Write> {
     dropped: u64,
     /// The last spool flush failed: flush again even without new records.
     unflushed: bool,
+    /// The spool holds written records not yet fsynced: flush again even without new
+    /// records, so that its sync interval holds when records stop coming.
+    unsynced: bool,
 }
 
 /// Records held in memory while the spool refuses writes, before the oldest are dropped.
@@ -90,6 +93,7 @@ impl<W: Write> SpoolOut<W> {
             metrics,
             dropped: 0,
             unflushed: false,
+            unsynced: false,
         }
     }
 }
@@ -105,7 +109,7 @@ impl<W: Write> RecordOut for SpoolOut<W> {
     /// Spools the pending records, then copies them to the tee: a record on stdout is
     /// always already in the spool file.
     fn flush(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() && !self.unflushed {
+        if self.pending.is_empty() && !self.unflushed && !self.unsynced {
             return Ok(());
         }
         let now = monitor_record::time::unix_now_ns();
@@ -129,6 +133,7 @@ impl<W: Write> RecordOut for SpoolOut<W> {
         // Appended but not handed to the file (or held back): retry on the next call, even
         // if no new record comes (the agent calls flush every drain round).
         self.unflushed = failure.is_some();
+        self.unsynced = spool.unsynced();
         self.metrics.spool_bytes.set(spool.bytes() as i64);
         drop(spool);
         if let Some(t) = &mut self.tee {

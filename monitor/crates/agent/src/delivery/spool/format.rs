@@ -14,9 +14,18 @@ pub(super) const MAX_KIND: usize = 255;
 /// Frame prefix: body length and body checksum.
 pub(super) const FRAME_PREFIX: usize = 8;
 /// Smallest body: seq, time and the kind length byte.
-const MIN_BODY: usize = 17;
+pub(super) const MIN_BODY: usize = 17;
+/// Smallest frame: prefix and smallest body.
+pub(super) const MIN_FRAME: usize = FRAME_PREFIX + MIN_BODY;
+/// Longest header: the fixed part, the longest boot id and the checksum.
+pub(super) const MAX_HEADER: usize = HEADER_FIXED + MAX_BOOT_ID + 4;
 /// Largest body accepted; a longer length field is corruption.
 pub(super) const MAX_BODY: usize = 16 << 20;
+
+/// Why a header is bad: the file ends inside it (a crash while creating the segment).
+pub(super) const HEADER_CUT: &str = "header cut short";
+/// Why a header is bad: only zero bytes where it should be (written, never reached the disk).
+pub(super) const HEADER_ZEROED: &str = "zeroed header";
 
 /// A segment header, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +118,41 @@ pub(super) fn parse_header(b: &[u8]) -> Parsed<Header> {
     Parsed::Ok(header, len)
 }
 
+/// The boot id and first seq a damaged header still shows: its magic, version and boot id
+/// length are right and the boot id is UTF-8, whatever its checksum says. A hint for loss
+/// notes, never trusted for delivery.
+pub(super) fn header_hint(b: &[u8]) -> Option<(String, u64)> {
+    if b.len() < HEADER_FIXED || b[..4] != MAGIC || u16_at(b, 4) != VERSION {
+        return None;
+    }
+    let n = usize::from(u16_at(b, 6));
+    if n == 0 || n > MAX_BOOT_ID || b.len() < HEADER_FIXED + n {
+        return None;
+    }
+    let boot = std::str::from_utf8(&b[HEADER_FIXED..HEADER_FIXED + n]).ok()?;
+    Some((boot.to_owned(), u64_at(b, 8)))
+}
+
+/// Whether `b` starts with what could be a frame of a record after seq `prev` (its length in
+/// range, its seq above `prev` by at most `max_step`, its kind inside it), without checking
+/// its checksum: the cheap filter of a search for intact frames past damage. The frame's
+/// length when it could.
+pub(super) fn plausible_frame(b: &[u8], prev: u64, max_step: u64) -> Option<usize> {
+    if b.len() < MIN_FRAME {
+        return None;
+    }
+    let body_len = u32_at(b, 0) as usize;
+    if !(MIN_BODY..=MAX_BODY).contains(&body_len) {
+        return None;
+    }
+    let seq = u64_at(b, FRAME_PREFIX);
+    if seq <= prev || seq - prev > max_step {
+        return None;
+    }
+    let kind_len = usize::from(b[FRAME_PREFIX + 16]);
+    (MIN_BODY + kind_len <= body_len).then_some(FRAME_PREFIX + body_len)
+}
+
 /// Bytes a frame takes on disk.
 pub(super) fn frame_len(kind: &str, payload: &[u8]) -> usize {
     FRAME_PREFIX + MIN_BODY + kind.len() + payload.len()
@@ -180,67 +224,6 @@ pub(super) fn parse_frame(b: &[u8]) -> Parsed<Frame<'_>> {
 /// fetch a frame larger than its read chunk.
 pub(super) fn announced_len(b: &[u8]) -> Option<usize> {
     (b.len() >= FRAME_PREFIX).then(|| FRAME_PREFIX + u32_at(b, 0) as usize)
-}
-
-/// What a full read of a segment file found.
-#[derive(Debug, Default)]
-pub(super) struct Scan {
-    /// End of the last good frame.
-    pub good_end: usize,
-    pub records: u64,
-    pub last_seq: u64,
-    pub min_time: i64,
-    pub max_time: i64,
-    /// The bad frame's offset and what is wrong, unless the file ended cleanly.
-    pub bad: Option<(usize, &'static str)>,
-    /// The file ends inside a frame (at `good_end`).
-    pub incomplete: bool,
-}
-
-/// Reads the frames of `data` from `start`, calling `each` on every good one.
-pub(super) fn scan_frames(
-    data: &[u8],
-    start: usize,
-    first_seq: u64,
-    mut each: impl FnMut(&Frame<'_>),
-) -> Scan {
-    let mut s = Scan {
-        good_end: start,
-        ..Scan::default()
-    };
-    let mut prev = first_seq.saturating_sub(1);
-    let mut at = start;
-    while at < data.len() {
-        match parse_frame(&data[at..]) {
-            Parsed::Ok(f, n) => {
-                if f.seq <= prev {
-                    s.bad = Some((at, "seq out of order"));
-                    break;
-                }
-                prev = f.seq;
-                each(&f);
-                if s.records == 0 {
-                    s.min_time = f.time_ns;
-                    s.max_time = f.time_ns;
-                }
-                s.records += 1;
-                s.last_seq = f.seq;
-                s.min_time = s.min_time.min(f.time_ns);
-                s.max_time = s.max_time.max(f.time_ns);
-                at += n;
-                s.good_end = at;
-            }
-            Parsed::Incomplete => {
-                s.incomplete = true;
-                break;
-            }
-            Parsed::Bad(why) => {
-                s.bad = Some((at, why));
-                break;
-            }
-        }
-    }
-    s
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@
 //! everything unacknowledged again from the start; the collector drops duplicates by
 //! (node, boot id, seq). The caller wraps the spool in a mutex.
 //!
-//! Files: `open.rs` (checks a directory at start), `write.rs` (append, flush, cap), `read.rs`
-//! (batches, rewind), `format.rs` (byte layout), `state.rs` (`ack.json`, `lost.json`).
+//! Files: `open.rs` (checks a directory at start), `write.rs` (append, flush, periodic fsync,
+//! cap), `read.rs` (batches, rewind), `scan.rs` (reading a segment frame by frame, counting
+//! past damage), `format.rs` (byte layout), `state.rs` (`ack.json`, `lost.json`).
 //!
 //! # On-disk format
 //!
@@ -19,8 +20,9 @@
 //! - `lock`: held with `flock` while a spool is open, so two agents cannot share a directory.
 //! - `%016x.seg`: segments, named by a counter that only grows, so lexical order is creation
 //!   order. All records of one segment belong to one boot, in ascending seq order. A segment is
-//!   appended to until it reaches `segment_bytes`, then sealed (fsynced) and never written again
-//!   (except to cut off a corrupt tail once it has been reported).
+//!   appended to until it reaches `segment_bytes` (fsynced on an interval meanwhile, see
+//!   Durability), then sealed (fsynced) and never written again (except to cut off a damaged
+//!   tail once it has been reported).
 //! - `ack.json`: `{version, boot_id, watermark, first_live_segment}`, the last acknowledgement.
 //! - `lost.json`: `{version, next_id, notes: [Lost...]}`, the loss notes not yet acknowledged.
 //!
@@ -40,15 +42,39 @@
 //! Frame: `[u32 len][u32 crc32(body)][body]`, body = `seq u64`, `time_ns i64`, `kind_len u8`,
 //! `kind`, `payload` (the record's JSON). A length under 17 or over 16 MiB is corruption.
 //!
+//! # Durability
+//!
+//! [`Spool::flush`] hands the buffered frames to the kernel (one `write(2)`, every drain round
+//! of a few milliseconds); from then on an agent crash (OOM kill, panic, `SIGKILL`) loses
+//! nothing. The segment being written is fsynced at least every
+//! [`SpoolOptions::sync_interval`] (default 1 s, checked at every flush, also when no new
+//! record came) and every [`SpoolOptions::sync_records`] records (default 10,000), and when it
+//! is sealed. So a machine crash or power loss puts at risk at most the records flushed within
+//! the last `sync_interval` or the last `sync_records` records, whichever is fewer, plus the
+//! records not yet flushed (one drain round); the next open reports what is gone as a
+//! [`LostReason::Corrupt`] note (the same window a disk buffer such as Vector's documents for
+//! its own flush interval). `fsync: false` (tests, benchmarks) turns every fsync off.
+//!
 //! # Damage
 //!
-//! Every frame's checksum is verified when the spool opens and again when read back. A bad
-//! frame makes the rest of its segment unreadable: the spool adds a pending
-//! [`LostReason::Corrupt`] note (from the last good seq + 1 to the next segment's first seq − 1
-//! when that segment is of the same boot, else to the last seq it knows, else 0 = unknown) and
-//! cuts the segment at the bad frame. An incomplete last frame in the newest segment at open is a
-//! torn write (the agent died mid-`write`): it is truncated away without a note, as those
-//! records had never been reported as spooled.
+//! Every segment is read frame by frame when the spool opens (a 64 KiB window and one frame
+//! buffer, so memory does not grow with a segment's size; a segment larger than
+//! `segment_bytes` allows is reported in [`OpenReport::oversized_segments`] and read the same
+//! way), and every frame's checksum is verified again when read back. A bad frame, a frame
+//! cut short or a zero-filled tail (a torn write) makes the rest of its segment unreadable, in
+//! any segment, the newest included: the spool adds a pending [`LostReason::Corrupt`] note and
+//! cuts the segment at the bad frame. The note runs from the last good seq + 1 to
+//!
+//! - the next segment's first seq − 1 when that segment is of the same boot (exact);
+//! - else the last of the intact frames found past the damage, when the search for them
+//!   (bounded to 64 MiB) reaches the end of the file (exact);
+//! - else the end is not determinable (a file cut short by a crash keeps no trace of what was
+//!   after the cut): `count` and `last_seq` are 0 and [`Lost::bytes`] gives the damaged bytes.
+//!
+//! Records the collector acknowledged are never in a note. A segment with an unreadable
+//! header is removed; its records are in the note of the segment before it (or in one of its
+//! own when it is the first, attributed to the next segment's boot or to the boot id the
+//! damaged header still shows).
 //!
 //! # Size cap
 //!
@@ -58,9 +84,14 @@
 mod format;
 mod open;
 mod read;
+mod scan;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_damage;
+#[cfg(test)]
+mod tests_memory;
 mod write;
 
 use std::{
@@ -68,6 +99,7 @@ use std::{
     fs::{self, File, OpenOptions},
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
@@ -79,6 +111,10 @@ use state::{ACK_FILE, AckState, LOST_FILE, LostState};
 pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 /// Default segment size: 4 MiB.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 4 << 20;
+/// Default longest time a flushed record waits for its fsync: 1 s.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Default most records flushed between two fsyncs: 10,000.
+pub const DEFAULT_SYNC_RECORDS: u64 = 10_000;
 
 /// How the spool sizes and syncs its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +124,15 @@ pub struct SpoolOptions {
     /// Size at which a segment is sealed and a new one begun; clamped to at most `max_bytes / 4`
     /// so that the cap never has to drop the segment being written.
     pub segment_bytes: u64,
-    /// fsync a segment when it is sealed, and the state files when they are written.
+    /// fsync a segment when it is sealed and on the interval below, and the state files when
+    /// they are written. `false` turns every fsync off (tests, benchmarks).
     pub fsync: bool,
+    /// Longest time a flushed record waits for the segment's fsync (the window a machine crash
+    /// can lose; see the module doc). Checked at every [`Spool::flush`].
+    pub sync_interval: Duration,
+    /// Most records flushed between two fsyncs of the segment being written (0: no limit but
+    /// the interval).
+    pub sync_records: u64,
 }
 
 impl Default for SpoolOptions {
@@ -98,6 +141,8 @@ impl Default for SpoolOptions {
             max_bytes: DEFAULT_MAX_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             fsync: true,
+            sync_interval: DEFAULT_SYNC_INTERVAL,
+            sync_records: DEFAULT_SYNC_RECORDS,
         }
     }
 }
@@ -108,7 +153,8 @@ impl Default for SpoolOptions {
 pub enum LostReason {
     /// The spool reached its size cap and dropped its oldest unacknowledged segment.
     Cap,
-    /// A segment failed its checksum when read back.
+    /// A segment failed its checksum when read back, or was found damaged or cut short (a
+    /// torn write) when the spool opened.
     Corrupt,
 }
 
@@ -143,6 +189,10 @@ pub struct Lost {
     pub first_time_ns: i64,
     /// Latest write time of the lost records (Unix ns; 0 when unknown).
     pub last_time_ns: i64,
+    /// Damaged bytes cut off the segments (0 when the loss was not found on disk, as at the
+    /// cap): the measure of a loss whose record count is not determinable.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// One record read back from the spool.
@@ -180,8 +230,12 @@ pub struct OpenReport {
     pub bytes: u64,
     /// Corruption found: the notes added (already in [`Spool::pending_lost`]).
     pub corrupt: Vec<Lost>,
-    /// Bytes of torn writes cut off the newest segment.
+    /// Bytes of torn writes (frames or headers cut short, zero-filled tails) cut off segments;
+    /// the records in them are in [`OpenReport::corrupt`].
     pub torn_bytes: u64,
+    /// Segments larger than `segment_bytes` allows (written with other settings, or damaged):
+    /// read frame by frame like any other, and reported.
+    pub oversized_segments: usize,
     /// Loss notes pending in total, including earlier ones.
     pub pending_lost: usize,
     /// State files that were unreadable and set aside (`*.bad`), with why.
@@ -348,6 +402,10 @@ pub struct Spool {
     cursor: Cursor,
     reader: Option<(u64, File)>,
     read_buf: Vec<u8>,
+    /// Records written to the current segment since its last fsync, and when the first of
+    /// them was.
+    unsynced_records: u64,
+    unsynced_since: Option<Instant>,
 }
 
 impl Spool {

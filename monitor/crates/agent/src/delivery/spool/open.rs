@@ -1,5 +1,6 @@
-//! Opening a spool directory: the lock, the state files, and a full check of every segment
-//! (torn tails cut off, corruption turned into loss notes).
+//! Opening a spool directory: the lock, the state files, and a full check of every segment,
+//! read frame by frame ([`super::scan`]): damage (torn tails included, in any segment) is cut
+//! off and turned into loss notes.
 
 use std::{
     collections::VecDeque,
@@ -11,17 +12,18 @@ use std::{
 use tracing::{debug, warn};
 
 use super::{
-    Buffer, Cursor, Lost, LostReason, OpenReport, Segment, Spool, SpoolError, SpoolOptions,
-    format::{self, Parsed},
+    Buffer, Cursor, Lost, LostReason, OpenReport, Segment, Spool, SpoolError, SpoolOptions, format,
     remove,
+    scan::{self, After, Damage, HeaderRead, SegmentReader},
     state::{self, ACK_FILE, AckState, LOST_FILE, LostState, ReadProblem},
     truncate,
 };
 
 impl Spool {
-    /// Opens (creating it if missing) the spool in `dir`: verifies every segment, truncates a
-    /// torn tail, turns corruption into pending [`Lost`] notes, and positions the send cursor at
-    /// the first unacknowledged record. Call [`Spool::begin_boot`] before appending.
+    /// Opens (creating it if missing) the spool in `dir`: verifies every segment frame by frame
+    /// (memory bounded by the largest frame, whatever a segment's size), cuts damaged tails off
+    /// and turns them into pending [`Lost`] notes, and positions the send cursor at the first
+    /// unacknowledged record. Call [`Spool::begin_boot`] before appending.
     pub fn open(dir: &Path, opts: SpoolOptions) -> Result<(Spool, OpenReport), SpoolError> {
         let opts = SpoolOptions {
             segment_bytes: opts.segment_bytes.min(opts.max_bytes / 4).max(1),
@@ -73,8 +75,8 @@ impl Spool {
         indices.sort_unstable();
         let next_index = indices.last().map_or(0, |i| i + 1).max(first_live);
 
+        let bound = segment_bound(opts.segment_bytes);
         let mut found = Vec::new();
-        let newest = indices.last().copied();
         for index in indices {
             let path = dir.join(Segment::name(index));
             if index < first_live {
@@ -82,87 +84,77 @@ impl Spool {
                 remove(&path);
                 continue;
             }
-            let data = fs::read(&path).map_err(|source| SpoolError::Read {
+            let rerr = |source| SpoolError::Read {
                 path: path.clone(),
                 source,
-            })?;
-            let is_newest = Some(index) == newest;
-            let header = match format::parse_header(&data) {
-                Parsed::Ok(h, _) => h,
-                Parsed::Incomplete if is_newest => {
-                    warn!(path = %path.display(), bytes = data.len(), "spool: torn segment header (crash while creating it), removed");
-                    report.torn_bytes += data.len() as u64;
-                    remove(&path);
-                    continue;
-                }
-                Parsed::Bad(_) if is_newest && data.iter().all(|&b| b == 0) => {
-                    warn!(path = %path.display(), bytes = data.len(), "spool: zeroed segment (crash while creating it), removed");
-                    report.torn_bytes += data.len() as u64;
-                    remove(&path);
-                    continue;
-                }
-                Parsed::Incomplete => {
-                    found.push(Found::BadHeader {
-                        index,
-                        why: "header cut short",
-                    });
-                    continue;
-                }
-                Parsed::Bad(why) => {
-                    found.push(Found::BadHeader { index, why });
-                    continue;
-                }
             };
-            let scan = format::scan_frames(&data, header.len, header.first_seq, |_| {});
-            let mut len = scan.good_end as u64;
-            let mut corrupt = None;
-            if scan.incomplete || scan.bad.is_some() {
-                let tail = &data[scan.good_end..];
-                let last_frame = format::announced_len(tail).is_none_or(|n| n >= tail.len());
-                let torn =
-                    is_newest && (scan.incomplete || last_frame || tail.iter().all(|&b| b == 0));
-                if torn {
-                    warn!(path = %path.display(), bytes = tail.len(), "spool: torn write at the end of the newest segment (crash mid-write), truncated");
-                    report.torn_bytes += tail.len() as u64;
-                    truncate(&path, len, opts.fsync);
-                } else {
-                    let why = scan.bad.map_or("frame cut short", |(_, w)| w);
-                    corrupt = Some((why, data.len() as u64));
-                }
-            }
-            if scan.records == 0 && corrupt.is_none() {
+            let mut r = SegmentReader::open(&path).map_err(rerr)?;
+            if r.len() == 0 {
+                // Created, never written: nothing on disk to report.
+                debug!(path = %path.display(), "removing empty spool segment");
                 remove(&path);
                 continue;
             }
-            len = len.max(header.len as u64);
+            if r.len() > bound {
+                warn!(path = %path.display(), bytes = r.len(), bound,
+                    "spool: segment larger than the configured segment size allows (written with other settings, or damaged); reading it frame by frame");
+                report.oversized_segments += 1;
+            }
+            let header = match r.header().map_err(rerr)? {
+                HeaderRead::Ok(h) => h,
+                HeaderRead::Bad(why, hint) => {
+                    let after = r.count_after(0, 0).map_err(rerr)?;
+                    if matches!(why, format::HEADER_CUT | format::HEADER_ZEROED) {
+                        report.torn_bytes += r.len();
+                    }
+                    found.push(Found::BadHeader {
+                        index,
+                        why,
+                        bytes: r.len(),
+                        hint,
+                        after,
+                    });
+                    continue;
+                }
+            };
+            let scan = scan::scan(&mut r, header.first_seq, true, |_| {}).map_err(rerr)?;
+            if let Some(d) = &scan.damage
+                && d.torn
+            {
+                report.torn_bytes += d.bytes;
+            }
+            if scan.records == 0 && scan.damage.is_none() {
+                remove(&path);
+                continue;
+            }
             found.push(Found::Good {
                 seg: Segment {
                     index,
                     boot: header.boot_id.into(),
                     first_seq: header.first_seq,
                     data_start: header.len as u64,
-                    len,
+                    len: scan.good_end.max(header.len as u64),
                     records: scan.records,
                     last_seq: scan.last_seq,
                     min_time: scan.min_time,
                     max_time: scan.max_time,
                     sealed: true,
                 },
-                corrupt,
+                damage: scan.damage,
             });
         }
 
         let (mut lost, mut next_lost_id) =
             lost_state.map_or((Vec::new(), 1), |s| (s.notes, s.next_id));
         let ack = ack_state.map(|a| (Arc::<str>::from(a.boot_id), a.watermark));
-        let notes = corruption_notes(&found, ack.as_ref());
+        let notes = damage_notes(&found, ack.as_ref());
         for mut note in notes {
             note.id = next_lost_id;
             next_lost_id += 1;
             warn!(
                 dir = %dir.display(), boot_id = %note.boot_id, first_seq = note.first_seq,
-                last_seq = note.last_seq, count = note.count,
-                "spool: corrupt segment, records reported lost (spool/corrupt)"
+                last_seq = note.last_seq, count = note.count, bytes = note.bytes,
+                "spool: damaged segment, records reported lost (spool/corrupt; count 0 = not determinable, see bytes)"
             );
             report.corrupt.push(note.clone());
             lost.push(note);
@@ -178,10 +170,12 @@ impl Spool {
         let mut segments = VecDeque::new();
         for f in found {
             match f {
-                Found::Good { seg, corrupt } => {
+                Found::Good { seg, damage } => {
                     let path = dir.join(Segment::name(seg.index));
-                    if let Some((why, file_len)) = corrupt {
-                        warn!(path = %path.display(), offset = seg.len, bytes = file_len - seg.len, why, "spool: corrupt frame, rest of the segment cut off");
+                    if let Some(d) = damage {
+                        warn!(path = %path.display(), offset = d.at, bytes = d.bytes, why = d.why, torn = d.torn,
+                            intact_after = d.after.records,
+                            "spool: damaged frame, rest of the segment cut off");
                         truncate(&path, seg.len, opts.fsync);
                     }
                     if seg.records == 0 {
@@ -190,7 +184,7 @@ impl Spool {
                         segments.push_back(seg);
                     }
                 }
-                Found::BadHeader { index, why } => {
+                Found::BadHeader { index, why, .. } => {
                     let path = dir.join(Segment::name(index));
                     warn!(path = %path.display(), why, "spool: unreadable segment header, segment removed");
                     remove(&path);
@@ -215,6 +209,8 @@ impl Spool {
             cursor: Cursor::default(),
             reader: None,
             read_buf: Vec::new(),
+            unsynced_records: 0,
+            unsynced_since: None,
         };
         spool.apply_ack(false)?;
         report.segments = spool.segments.len();
@@ -225,59 +221,124 @@ impl Spool {
     }
 }
 
-/// A segment found at open, before corruption is turned into notes.
+/// Largest size a segment written with `segment_bytes` can have: a header and frames up to
+/// the limit, plus one frame of the largest size (a record larger than a segment gets a
+/// segment of its own).
+pub(super) fn segment_bound(segment_bytes: u64) -> u64 {
+    segment_bytes
+        .saturating_add((format::MAX_HEADER + format::FRAME_PREFIX + format::MAX_BODY) as u64)
+}
+
+/// A segment found at open, before damage is turned into notes.
 #[derive(Debug)]
 enum Found {
     Good {
         seg: Segment,
-        /// The tail from `seg.len` on is corrupt (and the file this long).
-        corrupt: Option<(&'static str, u64)>,
+        /// The tail from `seg.len` on is damaged.
+        damage: Option<Damage>,
     },
     /// Header unreadable: nothing in it can be delivered.
-    BadHeader { index: u64, why: &'static str },
+    BadHeader {
+        index: u64,
+        why: &'static str,
+        /// File length.
+        bytes: u64,
+        /// Boot id and first seq the damaged header still shows.
+        hint: Option<(String, u64)>,
+        /// Intact frames found in it.
+        after: After,
+    },
 }
 
-/// The notes for the corruption found at open: a corrupt tail, and segments with an unreadable
-/// header (covered by the previous segment's note, or their own when first).
-fn corruption_notes(found: &[Found], ack: Option<&(Arc<str>, u64)>) -> Vec<Lost> {
+/// The notes for the damage found at open. A run of damage starts at a segment with a
+/// damaged tail, or one followed by segments with an unreadable header, or at an unreadable
+/// first segment, and takes in the unreadable segments after it. Its records run from the
+/// last good one + 1 to the next good segment's first − 1 when that segment is of the same
+/// boot; else to the last intact frame found in the run's last segment when the search for
+/// them reached its end; else the end is not determinable (count 0) and the note gives the
+/// damaged bytes.
+fn damage_notes(found: &[Found], ack: Option<&(Arc<str>, u64)>) -> Vec<Lost> {
     let mut notes = Vec::new();
-    for (i, f) in found.iter().enumerate() {
-        let next_good = found[i + 1..].iter().find_map(|f| match f {
-            Found::Good { seg, .. } => Some(seg),
-            Found::BadHeader { .. } => None,
-        });
-        let bad_header_follows = matches!(found.get(i + 1), Some(Found::BadHeader { .. }));
-        let (boot, first, first_time) = match f {
-            Found::Good { seg, corrupt } => {
-                if corrupt.is_none() && !bad_header_follows {
-                    continue;
-                }
-                let first = if seg.records > 0 {
-                    seg.last_seq + 1
-                } else {
-                    seg.first_seq
-                };
-                let time = if seg.records > 0 { seg.max_time } else { 0 };
-                (seg.boot.to_string(), first, time)
-            }
-            Found::BadHeader { .. } if i == 0 => match next_good {
-                // Nothing before it: attribute to the next segment's boot, start unknown.
-                Some(next) => (next.boot.to_string(), 0, 0),
-                None => (String::new(), 0, 0),
-            },
-            // Covered by the note of the segment before it.
-            Found::BadHeader { .. } => continue,
+    let mut i = 0;
+    while let Some(start) = found.get(i) {
+        let mut j = i + 1;
+        while matches!(found.get(j), Some(Found::BadHeader { .. })) {
+            j += 1;
+        }
+        let run = &found[i..j];
+        i = j;
+        let next_good = match found.get(j) {
+            Some(Found::Good { seg, .. }) => Some(seg),
+            _ => None,
         };
-        let (last, last_time) = match next_good {
-            Some(n) if *n.boot == *boot => (n.first_seq.saturating_sub(1), n.min_time),
+        if matches!(start, Found::Good { damage: None, .. }) && run.len() == 1 {
+            continue;
+        }
+        let (boot, first, first_time) = match start {
+            Found::Good { seg, .. } if seg.records > 0 => {
+                (seg.boot.to_string(), seg.last_seq + 1, seg.max_time)
+            }
+            Found::Good { seg, .. } => (seg.boot.to_string(), seg.first_seq, 0),
+            // Only the first segment starts a run this way: attribute it to the next good
+            // segment's boot, else to what the header still shows.
+            Found::BadHeader { hint, after, .. } => {
+                let boot = next_good
+                    .map(|n| n.boot.to_string())
+                    .or_else(|| hint.as_ref().map(|h| h.0.clone()))
+                    .unwrap_or_default();
+                // The first intact frame's seq is checked (its checksum); the header's is
+                // not, so it is used only when it is consistent with what follows.
+                let limit = match next_good {
+                    Some(n) if *n.boot == *boot => n.first_seq,
+                    _ => u64::MAX,
+                };
+                let limit = if after.records > 0 {
+                    limit.min(after.first_seq.saturating_add(1))
+                } else {
+                    limit
+                };
+                let first = match hint {
+                    Some((b, s)) if *b == boot && *s > 0 && *s < limit => *s,
+                    _ => after.first_seq,
+                };
+                (boot, first, 0)
+            }
+        };
+        let bytes: u64 = run
+            .iter()
+            .map(|f| match f {
+                Found::Good { damage, .. } => damage.map_or(0, |d| d.bytes),
+                Found::BadHeader { bytes, .. } => *bytes,
+            })
+            .sum();
+        // What the run's last segment still holds past its damage.
+        let tail = match run.last() {
+            Some(Found::Good { damage, .. }) => damage.map(|d| d.after),
+            // Frames of an unreadable segment count for this run only if they are of its boot
+            // as far as can be told, and continue its seqs.
+            Some(Found::BadHeader { hint, after, .. }) => match hint {
+                Some((b, _)) if *b != boot => None,
+                _ if after.records > 0 && after.first_seq < first => None,
+                _ => Some(*after),
+            },
+            None => None,
+        };
+        let (last, last_time) = match (next_good, tail) {
+            (Some(n), _) if *n.boot == *boot => (n.first_seq.saturating_sub(1), n.min_time),
+            (_, Some(a)) if a.complete && a.records > 0 => (a.last_seq, a.max_time),
             _ => (0, 0),
         };
         let acked = match ack {
             Some((b, w)) if **b == *boot => *w,
             _ => 0,
         };
-        let first = if first != 0 { first.max(acked + 1) } else { 0 };
-        if last != 0 && (last < first || last <= acked) {
+        let first = if first != 0 || acked != 0 {
+            first.max(acked + 1)
+        } else {
+            0
+        };
+        if last != 0 && last < first {
+            // Nothing unacknowledged was in the damaged bytes.
             continue;
         }
         let count = if last != 0 && first != 0 {
@@ -294,6 +355,7 @@ fn corruption_notes(found: &[Found], ack: Option<&(Arc<str>, u64)>) -> Vec<Lost>
             last_seq: last,
             first_time_ns: first_time,
             last_time_ns: last_time,
+            bytes,
         });
     }
     notes

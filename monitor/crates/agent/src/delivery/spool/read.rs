@@ -205,7 +205,11 @@ impl Spool {
             if c.seen > 0 { c.last_time } else { 0 },
             lost_records,
             acked,
-        );
+        )
+        .map(|n| Lost {
+            bytes: seg.len.saturating_sub(c.offset),
+            ..n
+        });
         seg.records = c.seen;
         seg.last_seq = if c.seen > 0 { c.last_seq } else { 0 };
         if c.seen > 0 {
@@ -262,5 +266,6 @@ pub(super) fn corrupt_note(
         last_seq: seg.last_seq,
         first_time_ns: first_time,
         last_time_ns: seg.max_time,
+        bytes: 0,
     })
 }

@@ -8,29 +8,35 @@ use proptest::prelude::*;
 
 use super::{format::Parsed, *};
 
-fn opts(max_bytes: u64, segment_bytes: u64) -> SpoolOptions {
+pub(super) fn opts(max_bytes: u64, segment_bytes: u64) -> SpoolOptions {
     SpoolOptions {
         max_bytes,
         segment_bytes,
         fsync: false,
+        ..SpoolOptions::default()
     }
 }
 
-fn open(dir: &Path, o: SpoolOptions) -> (Spool, OpenReport) {
+pub(super) fn open(dir: &Path, o: SpoolOptions) -> (Spool, OpenReport) {
     Spool::open(dir, o).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Deterministic record content, so a test can check what comes back byte for byte.
-fn payload(boot: &str, seq: u64, len: usize) -> Vec<u8> {
+pub(super) fn payload(boot: &str, seq: u64, len: usize) -> Vec<u8> {
     let pat = format!("{{\"boot\":\"{boot}\",\"seq\":{seq}}}");
     pat.bytes().cycle().take(len).collect()
 }
 
-fn time(seq: u64) -> i64 {
+pub(super) fn time(seq: u64) -> i64 {
     1_700_000_000_000_000_000 + seq as i64 * 1000
 }
 
-fn append_n(sp: &mut Spool, boot: &str, seqs: std::ops::RangeInclusive<u64>, len: usize) {
+pub(super) fn append_n(
+    sp: &mut Spool,
+    boot: &str,
+    seqs: std::ops::RangeInclusive<u64>,
+    len: usize,
+) {
     for s in seqs {
         sp.append(s, time(s), "http", &payload(boot, s, len))
             .unwrap_or_else(|e| panic!("append {s}: {e}"));
@@ -38,7 +44,7 @@ fn append_n(sp: &mut Spool, boot: &str, seqs: std::ops::RangeInclusive<u64>, len
 }
 
 /// Reads everything readable; checks each batch holds one boot.
-fn drain(sp: &mut Spool) -> Vec<(String, u64)> {
+pub(super) fn drain(sp: &mut Spool) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     while let Some(b) = sp.next_batch(37, 1 << 20).unwrap_or_else(|e| panic!("{e}")) {
         assert!(!b.records.is_empty());
@@ -50,11 +56,11 @@ fn drain(sp: &mut Spool) -> Vec<(String, u64)> {
     out
 }
 
-fn seqs(boot: &str, r: std::ops::RangeInclusive<u64>) -> Vec<(String, u64)> {
+pub(super) fn seqs(boot: &str, r: std::ops::RangeInclusive<u64>) -> Vec<(String, u64)> {
     r.map(|s| (boot.to_owned(), s)).collect()
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<_> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{e}"))
         .map(|e| e.unwrap_or_else(|e| panic!("{e}")).path())
@@ -65,7 +71,7 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// (offset, seq) of every frame of a segment file.
-fn frames_of(path: &Path) -> Vec<(usize, u64)> {
+pub(super) fn frames_of(path: &Path) -> Vec<(usize, u64)> {
     let data = fs::read(path).unwrap_or_else(|e| panic!("{e}"));
     let Parsed::Ok(h, mut at) = format::parse_header(&data) else {
         panic!("bad header in {}", path.display())
@@ -80,7 +86,7 @@ fn frames_of(path: &Path) -> Vec<(usize, u64)> {
     v
 }
 
-fn flip(path: &Path, at: usize) {
+pub(super) fn flip(path: &Path, at: usize) {
     let mut data = fs::read(path).unwrap_or_else(|e| panic!("{e}"));
     data[at] ^= 0x40;
     fs::write(path, data).unwrap_or_else(|e| panic!("{e}"));
@@ -88,7 +94,7 @@ fn flip(path: &Path, at: usize) {
 
 impl Spool {
     /// Stops like a crash: buffered records vanish, nothing is sealed.
-    fn crash(mut self) {
+    pub(super) fn crash(mut self) {
         self.buf = Buffer::default();
         self.writer = None;
     }
@@ -280,6 +286,7 @@ fn cap_drops_the_oldest_segment_with_an_exact_note() {
             last_seq: k,
             first_time_ns: time(6),
             last_time_ns: time(k),
+            bytes: 0,
         }]
     );
     assert_eq!(LostReason::Cap.source(), "spool/cap");
@@ -317,6 +324,7 @@ fn flipped_byte_in_an_older_segment_is_found_on_reopen() {
     let (at, bad_seq) = frames[frames.len() / 2];
     flip(victim, at + 30);
     let next_first = frames_of(&files[2])[0].1;
+    let damaged = fs::metadata(victim).unwrap().len() - at as u64;
 
     let (mut sp, rep) = open(dir.path(), opts(1 << 20, 4096));
     let want = Lost {
@@ -328,6 +336,7 @@ fn flipped_byte_in_an_older_segment_is_found_on_reopen() {
         last_seq: next_first - 1,
         first_time_ns: time(bad_seq - 1),
         last_time_ns: time(next_first),
+        bytes: damaged,
     };
     assert_eq!(rep.corrupt, std::slice::from_ref(&want));
     assert_eq!(sp.pending_lost(), [want]);
@@ -360,8 +369,21 @@ fn torn_last_frame_is_cut_off() {
 
     let (mut sp, rep) = open(dir.path(), opts(1 << 20, 1 << 20));
     assert_eq!(rep.torn_bytes, (frame.len() / 2) as u64);
-    assert!(rep.corrupt.is_empty());
-    assert!(sp.pending_lost().is_empty());
+    // Whatever came after the cut left no trace: the note starts at the cut, its end is not
+    // determinable (count 0), and it says how many bytes were cut off.
+    let want = Lost {
+        id: rep.corrupt[0].id,
+        boot_id: "a".into(),
+        reason: LostReason::Corrupt,
+        count: 0,
+        first_seq: 11,
+        last_seq: 0,
+        first_time_ns: time(10),
+        last_time_ns: 0,
+        bytes: (frame.len() / 2) as u64,
+    };
+    assert_eq!(rep.corrupt, std::slice::from_ref(&want));
+    assert_eq!(sp.pending_lost(), [want]);
     assert_eq!(fs::metadata(&file).unwrap().len(), len);
     sp.begin_boot("b").unwrap();
     append_n(&mut sp, "b", 1..=1, 10);
@@ -373,7 +395,8 @@ fn torn_last_frame_is_cut_off() {
 
 #[test]
 fn zero_filled_tail_is_a_torn_write() {
-    // After a crash the file system may show the file extended with zeros.
+    // After a crash the file system may show the file extended with zeros: records were
+    // written there and never reached the disk.
     let dir = tempfile::tempdir().unwrap();
     let (mut sp, _) = open(dir.path(), opts(1 << 20, 1 << 20));
     sp.begin_boot("a").unwrap();
@@ -385,7 +408,13 @@ fn zero_filled_tail_is_a_torn_write() {
     data.extend_from_slice(&[0; 4096]);
     fs::write(&file, &data).unwrap();
     let (mut sp, rep) = open(dir.path(), opts(1 << 20, 1 << 20));
-    assert_eq!((rep.torn_bytes, rep.corrupt.len()), (4096, 0));
+    assert_eq!((rep.torn_bytes, rep.corrupt.len()), (4096, 1));
+    let l = &rep.corrupt[0];
+    assert_eq!(
+        (l.first_seq, l.last_seq, l.count, l.bytes),
+        (6, 0, 0, 4096),
+        "{l:?}"
+    );
     assert_eq!(drain(&mut sp), seqs("a", 1..=5));
 }
 

@@ -1,16 +1,16 @@
 //! The writing side, used by the agent's drain thread: boots, appends into the memory buffer,
 //! flushes into the current segment, sealing, and the size cap.
 
-use std::{
-    fs::{self, OpenOptions},
-    io::Write as _,
-    sync::Arc,
-};
+use std::{fs::OpenOptions, io::Write as _, sync::Arc, time::Instant};
 
 use tracing::warn;
 
 use super::{
-    Lost, LostReason, Segment, Spool, SpoolError, format, read::corrupt_note, remove, state,
+    Lost, LostReason, Segment, Spool, SpoolError, format,
+    read::corrupt_note,
+    remove,
+    scan::{self, HeaderRead, SegmentReader},
+    state,
 };
 
 impl Spool {
@@ -96,12 +96,14 @@ impl Spool {
         Ok(())
     }
 
-    /// Writes the buffered records to the current segment (one `write(2)`, no fsync), making
-    /// them readable by [`Spool::next_batch`]. On error nothing is lost: the records stay
-    /// buffered and the next flush retries.
+    /// Writes the buffered records to the current segment (one `write(2)`), making them
+    /// readable by [`Spool::next_batch`], and fsyncs the segment when the sync interval or
+    /// record count is reached (also when nothing new was buffered: call it every drain
+    /// round). On error nothing is lost: the records stay buffered (or unsynced) and the next
+    /// flush retries.
     pub fn flush(&mut self) -> Result<(), SpoolError> {
         if self.buf.records == 0 {
-            return Ok(());
+            return self.sync_if_due();
         }
         let Some(boot) = self.boot.clone() else {
             return Err(SpoolError::NoBoot);
@@ -134,8 +136,42 @@ impl Spool {
         seg.last_seq = b.last_seq;
         seg.min_time = seg.min_time.min(b.min_time);
         seg.max_time = seg.max_time.max(b.max_time);
+        self.unsynced_records += b.records;
+        self.unsynced_since.get_or_insert_with(Instant::now);
         b.bytes.clear();
         b.records = 0;
+        self.sync_if_due()
+    }
+
+    /// Whether records were written to the current segment and not yet fsynced (the caller
+    /// keeps calling [`Spool::flush`], even without new records, until they are).
+    pub fn unsynced(&self) -> bool {
+        self.opts.fsync && self.unsynced_records > 0 && self.writer.is_some()
+    }
+
+    /// fsyncs the segment being written when its oldest unsynced record has waited
+    /// `sync_interval` or `sync_records` records are unsynced.
+    fn sync_if_due(&mut self) -> Result<(), SpoolError> {
+        if !self.unsynced() {
+            return Ok(());
+        }
+        let by_count =
+            self.opts.sync_records > 0 && self.unsynced_records >= self.opts.sync_records;
+        let by_time = self
+            .unsynced_since
+            .is_some_and(|t| t.elapsed() >= self.opts.sync_interval);
+        if !(by_count || by_time) {
+            return Ok(());
+        }
+        let (Some(file), Some(seg)) = (&self.writer, self.segments.back()) else {
+            return Ok(());
+        };
+        file.sync_data().map_err(|source| SpoolError::Write {
+            path: self.dir.join(Segment::name(seg.index)),
+            source,
+        })?;
+        self.unsynced_records = 0;
+        self.unsynced_since = None;
         Ok(())
     }
 
@@ -181,6 +217,8 @@ impl Spool {
         let Some(file) = self.writer.take() else {
             return Ok(());
         };
+        self.unsynced_records = 0;
+        self.unsynced_since = None;
         let Some(seg) = self.segments.back_mut() else {
             return Ok(());
         };
@@ -216,25 +254,32 @@ impl Spool {
             last_seq: 0,
             first_time_ns: 0,
             last_time_ns: 0,
+            bytes: 0,
         };
-        match fs::read(&path) {
-            Ok(data) => {
-                let scan =
-                    format::scan_frames(&data, seg.data_start as usize, seg.first_seq, |f| {
-                        if f.seq <= acked {
-                            return;
-                        }
-                        if cap.count == 0 {
-                            cap.first_seq = f.seq;
-                            cap.first_time_ns = f.time_ns;
-                            cap.last_time_ns = f.time_ns;
-                        }
-                        cap.count += 1;
-                        cap.last_seq = f.seq;
-                        cap.first_time_ns = cap.first_time_ns.min(f.time_ns);
-                        cap.last_time_ns = cap.last_time_ns.max(f.time_ns);
-                    });
-                let end = (scan.good_end as u64).min(seg.len);
+        let scanned = SegmentReader::open(&path).and_then(|mut r| {
+            // The header was checked at open or written by this spool; read past it.
+            match r.header()? {
+                HeaderRead::Ok(_) => {}
+                HeaderRead::Bad(why, _) => return Err(std::io::Error::other(why)),
+            }
+            scan::scan(&mut r, seg.first_seq, false, |f| {
+                if f.seq <= acked {
+                    return;
+                }
+                if cap.count == 0 {
+                    cap.first_seq = f.seq;
+                    cap.first_time_ns = f.time_ns;
+                    cap.last_time_ns = f.time_ns;
+                }
+                cap.count += 1;
+                cap.last_seq = f.seq;
+                cap.first_time_ns = cap.first_time_ns.min(f.time_ns);
+                cap.last_time_ns = cap.last_time_ns.max(f.time_ns);
+            })
+        });
+        match scanned {
+            Ok(scan) => {
+                let end = scan.good_end.min(seg.len);
                 if end < seg.len || scan.records < seg.records {
                     let (first, time) = if scan.records > 0 {
                         (scan.last_seq + 1, scan.max_time)
