@@ -210,8 +210,9 @@ impl Capture {
                 for f in &self.frames {
                     w.write_pcapng_block(EnhancedPacketBlock {
                         interface_id: 0,
-                        // pcapng's default resolution is microseconds.
-                        timestamp: std::time::Duration::from_micros(f.ts / 1000),
+                        // pcapng's default resolution is microseconds; pcap-file writes the
+                        // duration's nanosecond count as the raw timestamp.
+                        timestamp: std::time::Duration::from_nanos(f.ts / 1000),
                         original_len: f.bytes.len() as u32,
                         data: f.bytes.as_slice().into(),
                         options: vec![],

@@ -6,7 +6,7 @@
 
 use std::{
     fs::File,
-    io::{self, Read, Seek as _},
+    io::{self, Read},
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -17,7 +17,10 @@ use std::{
 use pcap_file::{
     PcapError,
     pcap::PcapReader,
-    pcapng::{Block, PcapNgReader},
+    pcapng::{
+        Block, PcapNgReader,
+        blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption},
+    },
 };
 
 use super::packet::Link;
@@ -100,15 +103,22 @@ pub struct Frame {
 }
 
 /// Counts the bytes read from the file, for progress.
-#[derive(Debug)]
 struct Counting {
-    file: File,
+    src: Box<dyn Read + Send>,
     read: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Counting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counting")
+            .field("read", &self.read)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Read for Counting {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
+        let n = self.src.read(buf)?;
         self.read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
@@ -144,27 +154,51 @@ pub struct CaptureFile {
 impl CaptureFile {
     /// Opens `path` and reads its header.
     pub fn open(path: &Path) -> Result<Self, CaptureFileError> {
-        let mut file = File::open(path).map_err(|source| CaptureFileError::Open {
+        let file = File::open(path).map_err(|source| CaptureFileError::Open {
             path: path.to_owned(),
             source,
         })?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Self::from_source(path, size, Box::new(file))
+    }
+
+    /// A capture held in memory (named `path` in messages): the same reader as
+    /// [`CaptureFile::open`], for tests and fuzzing.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, CaptureFileError> {
+        let size = bytes.len() as u64;
+        Self::from_source(path, size, Box::new(io::Cursor::new(bytes)))
+    }
+
+    fn from_source(
+        path: &Path,
+        size: u64,
+        mut src: Box<dyn Read + Send>,
+    ) -> Result<Self, CaptureFileError> {
         if size == 0 {
             return Err(CaptureFileError::Empty {
                 path: path.to_owned(),
             });
         }
         let mut magic = [0u8; 4];
-        let got = file
-            .read(&mut magic)
-            .and_then(|n| file.rewind().map(|()| n))
-            .map_err(|source| CaptureFileError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+        let mut got = 0;
+        while got < magic.len() {
+            match src.read(&mut magic[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(CaptureFileError::Open {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+        // The magic bytes are read again by the format's reader.
+        let src = Box::new(io::Cursor::new(magic[..got].to_vec()).chain(src));
         let read = Arc::new(AtomicU64::new(0));
         let counting = Counting {
-            file,
+            src,
             read: read.clone(),
         };
         let header_err = |e: PcapError| CaptureFileError::Header {
@@ -233,9 +267,10 @@ impl CaptureFile {
             return Ok(false);
         }
         loop {
-            // pcapng: the interface of the frame (its link type is looked up after the block
-            // is released).
+            // pcapng: the interface of the frame and its raw timestamp (link type and
+            // timestamp resolution are looked up after the block is released).
             let mut ng_iface = None;
+            let mut ng_ticks = None;
             let item = match &mut self.inner {
                 Inner::Pcap(r, link) => match r.next_packet() {
                     None => None,
@@ -252,7 +287,9 @@ impl CaptureFile {
                     None => None,
                     Some(Err(e)) => Some(Err(e)),
                     Some(Ok(Block::EnhancedPacket(p))) => {
-                        frame.ts_ns = u64::try_from(p.timestamp.as_nanos()).unwrap_or(u64::MAX);
+                        // pcap-file hands over the raw 64-bit timestamp as if it counted
+                        // nanoseconds; it counts units of the interface's if_tsresol.
+                        ng_ticks = Some(u64::try_from(p.timestamp.as_nanos()).unwrap_or(u64::MAX));
                         frame.data.clear();
                         frame.data.extend_from_slice(&p.data);
                         ng_iface = Some(p.interface_id as usize);
@@ -269,10 +306,11 @@ impl CaptureFile {
                 },
             };
             if let (Some(i), Inner::Ng(r)) = (ng_iface, &self.inner) {
-                frame.link = r
-                    .interfaces()
-                    .get(i)
-                    .and_then(|idb| Link::from_linktype(u32::from(idb.linktype)));
+                let idb = r.interfaces().get(i);
+                frame.link = idb.and_then(|idb| Link::from_linktype(u32::from(idb.linktype)));
+                if let Some(ticks) = ng_ticks {
+                    frame.ts_ns = TsUnit::of(idb).to_ns(ticks);
+                }
             }
             return match item {
                 None => {
@@ -307,6 +345,63 @@ impl CaptureFile {
                 }
             };
         }
+    }
+}
+
+/// How an interface's pcapng timestamps count time: `if_tsresol` (a power of 10 or, with the
+/// top bit set, of 2, of a second; microseconds when absent) and `if_tsoffset` (seconds to
+/// add), per the pcapng specification (draft-ietf-opsawg-pcapng, section 4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TsUnit {
+    /// The `if_tsresol` byte.
+    pub tsresol: u8,
+    /// The `if_tsoffset` seconds.
+    pub offset_s: i64,
+}
+
+impl Default for TsUnit {
+    fn default() -> Self {
+        Self {
+            tsresol: 6,
+            offset_s: 0,
+        }
+    }
+}
+
+impl TsUnit {
+    /// The unit of an interface (the default one when the interface is unknown).
+    pub fn of(idb: Option<&InterfaceDescriptionBlock<'_>>) -> Self {
+        let mut unit = Self::default();
+        for opt in idb.map_or(&[][..], |i| i.options.as_slice()) {
+            match opt {
+                InterfaceDescriptionOption::IfTsResol(r) => unit.tsresol = *r,
+                // The specification makes it signed.
+                InterfaceDescriptionOption::IfTsOffset(o) => unit.offset_s = *o as i64,
+                _ => {}
+            }
+        }
+        unit
+    }
+
+    /// A raw timestamp in this unit as Unix nanoseconds (saturating; before 1970 is 0).
+    pub fn to_ns(self, ticks: u64) -> u64 {
+        const NS: u128 = 1_000_000_000;
+        let t = u128::from(ticks);
+        let ns = if self.tsresol & 0x80 == 0 {
+            let exp = u32::from(self.tsresol);
+            if exp <= 9 {
+                t * 10u128.pow(9 - exp)
+            } else {
+                // 10^39 > u128::MAX: finer than that, every count is below a nanosecond.
+                10u128.checked_pow(exp - 9).map_or(0, |d| t / d)
+            }
+        } else {
+            // ticks < 2^64, NS < 2^30: the product fits; the shift is at most 127.
+            (t * NS) >> u32::from(self.tsresol & 0x7f)
+        };
+        let offset = i128::from(self.offset_s) * NS as i128;
+        let ns = (ns as i128).saturating_add(offset).max(0);
+        u64::try_from(ns).unwrap_or(u64::MAX)
     }
 }
 
@@ -375,5 +470,37 @@ impl Merged {
         f(&self.files[i].1);
         self.refill(i);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TsUnit;
+
+    fn unit(tsresol: u8) -> TsUnit {
+        TsUnit {
+            tsresol,
+            offset_s: 0,
+        }
+    }
+
+    #[test]
+    fn timestamp_units() {
+        assert_eq!(TsUnit::default().to_ns(1_500_000), 1_500_000_000);
+        assert_eq!(unit(9).to_ns(123), 123);
+        assert_eq!(unit(0).to_ns(2), 2_000_000_000);
+        assert_eq!(unit(10).to_ns(123), 12);
+        assert_eq!(unit(127).to_ns(u64::MAX), 0);
+        assert_eq!(unit(0x80).to_ns(3), 3_000_000_000);
+        assert_eq!(unit(0x80 | 10).to_ns(1024), 1_000_000_000);
+        assert_eq!(unit(0x80 | 127).to_ns(u64::MAX), 0);
+        // Saturates instead of wrapping.
+        assert_eq!(unit(0).to_ns(u64::MAX), u64::MAX);
+        let off = TsUnit {
+            tsresol: 6,
+            offset_s: -10,
+        };
+        assert_eq!(off.to_ns(11_000_000), 1_000_000_000);
+        assert_eq!(off.to_ns(0), 0);
     }
 }
