@@ -50,16 +50,23 @@ pub enum Command {
 
     /// Live tail of the collector's records, with filters (like `hubble observe`).
     ///
-    /// A readable table on a terminal, JSON lines otherwise (or with --output json).
+    /// A readable table on a terminal, the records' JSON lines otherwise (--output ndjson), or
+    /// OCSF events (--output ocsf). With --top, a live summary of counters per rule instead,
+    /// redrawn in place.
     ///
     /// Example: monitor observe --tls-dir certs --kind violation --severity high --since 1h -f
+    ///
+    /// Example: monitor observe --tls-dir certs --kind violation --since 1h --top
     Observe(ObserveArgs),
 
     /// Forensic report for a path, a rule or a pod over a time range: requests by day, by
     /// source pod, by status; query keys and kept filter values; response bytes against the
-    /// destination's other routes; hours of day.
+    /// destination's other routes; hours of day. With --html FILE, also as one self-contained
+    /// HTML page with charts.
     ///
     /// Example: monitor report --tls-dir certs --path /internal/admin/v0/users/lookup --since 21d
+    ///
+    /// Example: monitor report --tls-dir certs --rule undocumented-endpoint --html report.html
     Report(ReportArgs),
 
     /// Analyse packet captures (pcap or pcapng) through the agent's own pipeline: the same
@@ -128,6 +135,58 @@ pub enum PolicyCommand {
     ///
     /// Example: monitor policy dry-run --policy new-policy.yaml --store collector.db --since 7d
     DryRun(DryRunArgs),
+
+    /// Draft a policy from the traffic a collector store holds: the protected prefixes (the
+    /// base policy's, else /internal/), the base's catalog with what was seen of each entry,
+    /// the egress graph (service-to-service edges and external addresses, with ports), and as
+    /// comments each destination's routes (ids templated as {id}), callers, methods, statuses
+    /// and response sizes.
+    ///
+    /// Requests under a protected prefix that the base does not document are never documented
+    /// by the draft: they are listed as "seen, not documented: review" comments (first seen,
+    /// callers, counts), and stay violations until you document them. So `monitor policy
+    /// dry-run` of the draft over the same history fires on the review items only. The draft
+    /// goes to stdout (or --output); a progress line to stderr on a terminal. With
+    /// --networkpolicy, Kubernetes NetworkPolicies for the same graph too (a default deny per
+    /// namespace, DNS, and one allow policy per observed edge and external address).
+    ///
+    /// Example: monitor policy suggest --store collector.db --since 14d -o draft.yaml
+    ///
+    /// Example: monitor policy suggest --store collector.db --base policy.yaml --networkpolicy np.yaml
+    Suggest(SuggestArgs),
+}
+
+/// `monitor policy suggest` options.
+#[derive(Debug, clap::Args)]
+pub struct SuggestArgs {
+    /// The collector's store (SQLite; read only: safe while the collector runs), or the store
+    /// written by `monitor analyze --store`.
+    #[arg(long, value_name = "FILE")]
+    pub store: PathBuf,
+    /// Start of the history: a duration back from now (`15m`, `14d`) or RFC 3339.
+    #[arg(long, default_value = "14d")]
+    pub since: String,
+    /// End of the history (default: no end).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this node's records.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The policy in force (or any reviewed one): its protected prefixes, catalog, egress
+    /// allowlist, sensitive fields, redaction, quarantine, baselines and aggregation are kept,
+    /// and what it does not document or allow is listed for review. Without it, the draft
+    /// protects /internal/ and documents nothing under it.
+    #[arg(long, value_name = "POLICY")]
+    pub base: Option<PathBuf>,
+    /// Write the draft to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also write Kubernetes NetworkPolicies (multi-document YAML) for the graph to this file.
+    #[arg(long, value_name = "FILE")]
+    pub networkpolicy: Option<PathBuf>,
+    /// No progress line, even on a terminal.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `monitor policy dry-run` options.
@@ -440,9 +499,30 @@ pub struct ObserveArgs {
     #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
 
-    /// Output format; default: table on a terminal, json otherwise.
+    /// Output format: `table` (default on a terminal), `ndjson` (the records' JSON, one per
+    /// line; default otherwise; `json` is the same), or `ocsf` (each record mapped to an OCSF
+    /// 1.3.0 event, as the collector's `ocsf:` sink writes it). There is no ECS mapping yet.
     #[arg(long, short = 'o', value_enum)]
-    pub output: Option<OutputFormat>,
+    pub output: Option<ObserveFormat>,
+
+    /// A live summary instead of one line per record: counters per violation rule (occurrences,
+    /// records, severity, last seen, last source and destination) and per record kind,
+    /// redrawn in place every second. Implies --follow unless --until is given; with --since,
+    /// the stored records from then are counted first.
+    #[arg(long, conflicts_with = "output")]
+    pub top: bool,
+}
+
+/// How `monitor observe` prints records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObserveFormat {
+    /// A table for people.
+    Table,
+    /// The records' JSON, one per line.
+    #[value(alias = "json")]
+    Ndjson,
+    /// OCSF 1.3.0 events, one per line (the collector's OCSF mapping).
+    Ocsf,
 }
 
 /// `monitor report` options.
@@ -480,6 +560,14 @@ pub struct ReportArgs {
     /// Output format; default: text on a terminal, json otherwise.
     #[arg(long, short = 'o', value_enum)]
     pub output: Option<OutputFormat>,
+
+    /// Write the report as one self-contained HTML page to this file: charts by day, by hour,
+    /// by source, by status, filter values, response sizes against the other routes,
+    /// violations, and the callers around the subject. No scripts, nothing fetched: open it
+    /// anywhere, attach it to a ticket. The text or JSON report then goes to stdout only with
+    /// --output.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// `monitor certs` subcommands.

@@ -5,6 +5,8 @@
 //! - [`client`]: the CLI's connection to the collector and its terminal output.
 //! - [`analyze`]: packet captures through the agent's pipeline (`monitor analyze`).
 //! - [`dry_run`]: the stored history under a candidate policy (`monitor policy dry-run`).
+//! - [`suggest`]: a draft policy from the stored history (`monitor policy suggest`).
+//! - [`html`]: the report as one self-contained HTML page (`monitor report --html`).
 //!
 //! The roles live in their own crates under `monitor/crates/`: `monitor-record` (vocabulary),
 //! `monitor-policy`, `monitor-wire`, `monitor-agent`, `monitor-collector`. Nothing imports
@@ -14,3 +16,5 @@ pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod dry_run;
+pub mod html;
+pub mod suggest;

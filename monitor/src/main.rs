@@ -28,6 +28,9 @@ fn main() -> std::process::ExitCode {
         Command::Policy {
             cmd: PolicyCommand::DryRun(args),
         } => cmd::policy::dry_run(args),
+        Command::Policy {
+            cmd: PolicyCommand::Suggest(args),
+        } => cmd::policy::suggest(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

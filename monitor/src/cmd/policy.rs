@@ -1,6 +1,8 @@
 //! `monitor policy`: `lint` (the report on policy files: diagnostics on stderr, `FILE: ok
-//! (summary)` on stdout) and `dry-run` (the stored history under a candidate policy). The
-//! checks themselves are `monitor_policy::load`'s; this edge only prints what they return.
+//! (summary)` on stdout), `dry-run` (the stored history under a candidate policy) and
+//! `suggest` (a draft policy from the stored history). The checks themselves are
+//! `monitor_policy::load`'s, the work `crate::dry_run`'s and `crate::suggest`'s; this edge reads
+//! the arguments and prints what they return.
 
 use std::{
     io::{self, Write},
@@ -10,7 +12,9 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::{cli::DryRunArgs, client::parse_when, dry_run, dry_run::Range};
+use crate::{
+    cli::DryRunArgs, cli::SuggestArgs, client::parse_when, dry_run, dry_run::Range, suggest,
+};
 
 use monitor_record::time::unix_now_ns;
 
@@ -65,19 +69,7 @@ pub fn dry_run(args: DryRunArgs) -> anyhow::Result<()> {
             args.store.display()
         );
     }
-    let now = unix_now_ns();
-    let since_ns = parse_when("--since", &args.since, now)?;
-    let until_ns = args
-        .until
-        .as_deref()
-        .map(|u| parse_when("--until", u, now))
-        .transpose()?
-        .unwrap_or(i64::MAX);
-    let range = Range {
-        since_ns,
-        until_ns,
-        node: args.node.clone(),
-    };
+    let range = range(&args.since, args.until.as_deref(), args.node.clone())?;
     let d = dry_run::run(&args.store, policy, &range)
         .with_context(|| format!("dry run over {}", args.store.display()))?;
     if args.output == "json" {
@@ -92,6 +84,116 @@ pub fn dry_run(args: DryRunArgs) -> anyhow::Result<()> {
             )
         );
     }
+    Ok(())
+}
+
+/// Reads `--since`/`--until` into a [`Range`] (no `--until`: no end).
+fn range(since: &str, until: Option<&str>, node: Option<String>) -> anyhow::Result<Range> {
+    let now = unix_now_ns();
+    Ok(Range {
+        since_ns: parse_when("--since", since, now)?,
+        until_ns: until
+            .map(|u| parse_when("--until", u, now))
+            .transpose()?
+            .unwrap_or(i64::MAX),
+        node,
+    })
+}
+
+/// Drafts a policy from the store and writes it (and the NetworkPolicies) where asked.
+pub fn suggest(args: SuggestArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let base = args
+        .base
+        .as_deref()
+        .map(|b| {
+            Policy::load(b).map_err(|e| {
+                anyhow::anyhow!(
+                    "--base {}: rejected:\n{e}\nfix it (`monitor policy lint {}` lists every \
+                     problem) or leave --base out",
+                    b.display(),
+                    b.display()
+                )
+            })
+        })
+        .transpose()?;
+    if !args.store.exists() {
+        anyhow::bail!(
+            "--store {}: no such file (the collector's store, `monitor collector --store`, or \
+             one written by `monitor analyze --store`)",
+            args.store.display()
+        );
+    }
+    let range = range(&args.since, args.until.as_deref(), args.node.clone())?;
+    let store = args.store.display().to_string();
+    let base_name = args.base.as_ref().map(|b| b.display().to_string());
+    let given = match &args.until {
+        Some(u) => format!("--since {} --until {u}", args.since),
+        None => format!("--since {}", args.since),
+    };
+    let header = suggest::Header {
+        store: &store,
+        base: base_name.as_deref(),
+        range: &given,
+    };
+    let show = !args.quiet && io::stderr().is_terminal();
+    let mut shown = false;
+    let mut progress = |n: u64, t: i64| {
+        if show {
+            shown = true;
+            let _ = write!(
+                io::stderr(),
+                "\r\x1b[Kreading {store}: {n} records, at {}",
+                crate::client::rfc3339_secs(t)
+            );
+        }
+    };
+    let s = suggest::suggest(
+        &args.store,
+        &range,
+        base.as_ref(),
+        &header,
+        args.networkpolicy.is_some(),
+        &mut progress,
+    )
+    .with_context(|| format!("reading {}", args.store.display()))?;
+    if shown {
+        let _ = write!(io::stderr(), "\r\x1b[K");
+    }
+    // The draft must load as the agent would load it: anything else is a bug here.
+    if let Err(e) = Policy::parse(&s.policy, std::path::Path::new("draft.yaml")) {
+        anyhow::bail!(
+            "the draft does not pass `monitor policy lint` (a bug in `monitor policy suggest`; \
+             please report it with the store's records):\n{e}"
+        );
+    }
+    match &args.output {
+        Some(f) => std::fs::write(f, &s.policy)
+            .with_context(|| format!("--output {}: cannot write the draft", f.display()))?,
+        None => io::stdout().lock().write_all(s.policy.as_bytes())?,
+    }
+    if let (Some(f), Some(np)) = (&args.networkpolicy, &s.network_policies) {
+        std::fs::write(f, np).with_context(|| {
+            format!(
+                "--networkpolicy {}: cannot write the NetworkPolicies",
+                f.display()
+            )
+        })?;
+    }
+    let o = &s.observed;
+    let review: usize = o.destinations.values().map(|d| d.review.len()).sum();
+    let _ = writeln!(
+        io::stderr(),
+        "suggest: {} HTTP exchanges and {} flows read; {review} route{} under the protected \
+         prefixes to review{}",
+        o.http_records,
+        o.flow_records,
+        if review == 1 { "" } else { "s" },
+        args.output.as_ref().map_or_else(String::new, |f| format!(
+            "; draft written to {}",
+            f.display()
+        ))
+    );
     Ok(())
 }
 
