@@ -46,6 +46,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // directory, installing nothing: bookworm's qemu-system-x86 would replace a newer
     // qemu-utils.)
     "binutils",
+    // The HTML report's test loads the page in headless Chromium (console errors, bars, a
+    // screenshot).
+    "chromium",
 ];
 
 /// The bpf-linker release the eBPF build uses.

@@ -3,17 +3,27 @@
 //! position and path of the node they are about: the value; the key for an unknown field; the
 //! key holding the mapping for a missing field.
 
+use std::collections::HashSet;
+
 use serde::de::{
     self, DeserializeSeed, Deserializer, IntoDeserializer as _, MapAccess, SeqAccess, Visitor,
 };
 
 use super::{
-    decode::Ctx,
     error::{DeError, ErrKind, explain},
     problem::{Pos, Seg, child},
     scalar::visit_plain,
     tree::{Kind, Node},
 };
+
+/// What the deserializer skips on this read (set by the recovering loop of `decode`).
+#[derive(Debug, Default)]
+pub(super) struct Ctx {
+    /// Nodes set aside (skipped as if absent).
+    pub(super) masks: HashSet<Vec<Seg>>,
+    /// Read `version: 1` in place of a missing or bad `version` (to check the rest).
+    pub(super) synth_version: bool,
+}
 
 /// Deserializes one node.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashSet};
 use serde::Deserialize as _;
 
 use super::{
-    de::De,
+    de::{Ctx, De},
     error::ErrKind,
     problem::{Problem, Seg, child, render},
     tree::Node,
@@ -98,13 +98,4 @@ pub(super) fn decode(root: &Node, problems: &mut Vec<Problem>) -> Option<Decoded
         }
     }
     None
-}
-
-/// What the deserializer skips on this read.
-#[derive(Debug, Default)]
-pub(super) struct Ctx {
-    /// Nodes set aside (skipped as if absent).
-    pub(super) masks: HashSet<Vec<Seg>>,
-    /// Read `version: 1` in place of a missing or bad `version` (to check the rest).
-    pub(super) synth_version: bool,
 }
