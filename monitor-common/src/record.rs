@@ -4,7 +4,7 @@
 //! kind first ([`user::decode`]), then copies the fixed-size part with an unaligned read.
 
 /// Layout version of every record. Bump it when any record layout changes.
-pub const RECORD_VERSION: u8 = 2;
+pub const RECORD_VERSION: u8 = 3;
 
 /// Name of the ring buffer map.
 pub const MAP_EVENTS: &str = "EVENTS";
@@ -188,6 +188,7 @@ pub mod user {
                 check_len(kind, &hdr, buf, size_of::<FlowOpen>())?;
                 let r: FlowOpen = read(buf).ok_or(DecodeError::Short(buf.len(), 0))?;
                 r.tuple.check(kind)?;
+                r.origin.check(kind)?;
                 Ok(Record::FlowOpen(r))
             }
             RecordKind::FlowClose => {

@@ -1,9 +1,13 @@
 //! The flow table: one entry per socket cookie, created on a client's SYN or on the first
-//! payload packet, updated per packet, emitted as a record on open and on close.
+//! payload packet, updated per packet, emitted as a record on open and on close. The open
+//! record carries what the socket-level programs learnt before (`SOCK_ORIGIN`: the
+//! destination asked for, the caller, who opened the connection) and the socket's owner uid.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_skb_cgroup_id},
+    helpers::{
+        bpf_get_socket_cookie, bpf_get_socket_uid, bpf_ktime_get_boot_ns, bpf_skb_cgroup_id,
+    },
     programs::SkBuffContext,
 };
 use monitor_common::{
@@ -15,11 +19,12 @@ use monitor_common::{
     },
     http::{ChunkKind, classify},
     record::{RecordHeader, RecordKind},
+    sock::{ORIGIN_CONNECT, ORIGIN_PASSIVE, SockOrigin},
 };
 
 use crate::{
     http,
-    maps::{EVENTS, FLOWS, LOCAL_PEERS, count, submit_flags},
+    maps::{EVENTS, FLOWS, LOCAL_PEERS, SOCK_ORIGIN, count, submit_flags},
     packet::{self, Segment},
 };
 
@@ -141,13 +146,27 @@ fn open(
         Direction::Egress => (seg.src, seg.dst, seg.sport, seg.dport),
         Direction::Ingress => (seg.dst, seg.src, seg.dport, seg.sport),
     };
+    // What the connect hook or sock_ops saw, consumed here: the entry has served its purpose.
+    // SAFETY: the value is copied out at once; a concurrent eviction at worst reads stale or
+    // zeroed bytes, which the agent's decoder checks.
+    let origin = match unsafe { SOCK_ORIGIN.get(&cookie) } {
+        Some(o) => {
+            let o = *o;
+            let _ = SOCK_ORIGIN.remove(&cookie);
+            o
+        }
+        None => SockOrigin::NONE,
+    };
+    let initiator = if client_syn || origin.flags & ORIGIN_CONNECT != 0 {
+        Initiator::Local
+    } else if origin.flags & ORIGIN_PASSIVE != 0 {
+        Initiator::Remote
+    } else {
+        Initiator::Unknown
+    };
     let tuple = FlowTuple {
         family: seg.family,
-        initiator: if client_syn {
-            Initiator::Local as u8
-        } else {
-            Initiator::Unknown as u8
-        },
+        initiator: initiator as u8,
         _pad: [0; 2],
         local_port,
         remote_port,
@@ -172,9 +191,13 @@ fn open(
         count(Counter::Mirrored);
     } else if inserted {
         if let Some(mut e) = EVENTS.reserve::<FlowOpen>(0) {
+            // SAFETY: `skb` is the program's context pointer.
+            let uid = unsafe { bpf_get_socket_uid(ctx.skb.skb) };
             e.write(FlowOpen {
                 hdr: RecordHeader::new::<FlowOpen>(RecordKind::FlowOpen, now, cookie, cgroup_id),
                 tuple,
+                origin,
+                uid,
             });
             e.submit(submit_flags());
         } else {

@@ -228,7 +228,11 @@ fn assert_lint_clean(source: &str, prefix: &str, openmetrics: &str) {
 
 #[test]
 fn agent_metrics_pass_promtool_lint() {
-    assert_lint_clean("monitor/crates/agent/src/metrics.rs", "monitor", &agent_exposition());
+    assert_lint_clean(
+        "monitor/crates/agent/src/metrics.rs",
+        "monitor",
+        &agent_exposition(),
+    );
 }
 
 #[test]
