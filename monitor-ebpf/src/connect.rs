@@ -92,7 +92,7 @@ pub fn on_sock_ops(ctx: &SockOpsContext) {
     }
     let origin = SockOrigin {
         flags: ORIGIN_PASSIVE,
-        ..SockOrigin::NONE
+        ..SockOrigin::default()
     };
     let _ = SOCK_ORIGIN.insert(&cookie, &origin, 0);
 }

@@ -146,20 +146,15 @@ fn open(
         Direction::Egress => (seg.src, seg.dst, seg.sport, seg.dport),
         Direction::Ingress => (seg.dst, seg.src, seg.dport, seg.sport),
     };
-    // What the connect hook or sock_ops saw, consumed here: the entry has served its purpose.
-    // SAFETY: the value is copied out at once; a concurrent eviction at worst reads stale or
-    // zeroed bytes, which the agent's decoder checks.
-    let origin = match unsafe { SOCK_ORIGIN.get(&cookie) } {
-        Some(o) => {
-            let o = *o;
-            let _ = SOCK_ORIGIN.remove(&cookie);
-            o
-        }
-        None => SockOrigin::NONE,
-    };
-    let initiator = if client_syn || origin.flags & ORIGIN_CONNECT != 0 {
+    // What the connect hook or sock_ops saw: copied into the open record, then deleted (it
+    // has served its purpose). Only its flags are read here; the stack has no room for a copy.
+    let origin = SOCK_ORIGIN.get_ptr(&cookie);
+    // SAFETY: a map value pointer, valid for this run; a concurrent eviction at worst reads
+    // stale or zeroed bytes, which the agent's decoder checks.
+    let oflags = origin.map_or(0, |o| unsafe { (*o).flags });
+    let initiator = if client_syn || oflags & ORIGIN_CONNECT != 0 {
         Initiator::Local
-    } else if origin.flags & ORIGIN_PASSIVE != 0 {
+    } else if oflags & ORIGIN_PASSIVE != 0 {
         Initiator::Remote
     } else {
         Initiator::Unknown
@@ -193,22 +188,45 @@ fn open(
         if let Some(mut e) = EVENTS.reserve::<FlowOpen>(0) {
             // SAFETY: `skb` is the program's context pointer.
             let uid = unsafe { bpf_get_socket_uid(ctx.skb.skb) };
-            e.write(FlowOpen {
-                hdr: RecordHeader::new::<FlowOpen>(RecordKind::FlowOpen, now, cookie, cgroup_id),
-                tuple,
-                origin,
-                uid,
-            });
+            let r = e.as_mut_ptr();
+            // SAFETY: `r` is the reserved record, ours until submitted; every field is written
+            // (the record has no padding outside the fields' own `_pad`), field by field so
+            // that no whole copy needs the stack.
+            unsafe {
+                (*r).hdr =
+                    RecordHeader::new::<FlowOpen>(RecordKind::FlowOpen, now, cookie, cgroup_id);
+                (*r).tuple = tuple;
+                match origin {
+                    Some(o) => (*r).origin = *o,
+                    None => zero_origin(&mut (*r).origin),
+                }
+                (*r).uid = uid;
+            }
             e.submit(submit_flags());
         } else {
             count(Counter::RingbufFull);
         }
+    }
+    if origin.is_some() {
+        let _ = SOCK_ORIGIN.remove(&cookie);
     }
     let p = FLOWS.get_ptr_mut(&cookie);
     if p.is_none() {
         count(Counter::FlowTableFull);
     }
     p
+}
+
+/// "Nothing known", written in place (a constant would be copied from `.rodata`, one more map
+/// for the verifier to resolve).
+#[inline(always)]
+fn zero_origin(o: &mut SockOrigin) {
+    o.flags = 0;
+    o.family = 0;
+    o.port = 0;
+    o.uid = 0;
+    o.gid = 0;
+    o.addr = [0; 16];
 }
 
 /// Emits [`FlowClose`] with the final counters.

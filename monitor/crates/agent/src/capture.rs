@@ -28,7 +28,7 @@ use monitor_common::{
         QuarantineStats,
     },
     record::MAP_EVENTS,
-    sock::{PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS},
+    sock::{MAP_SOCK_ORIGIN, PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS, SockOrigin},
 };
 
 /// The object built by `build.rs` from `monitor-ebpf` (public for the kernel-program tests).
@@ -142,6 +142,7 @@ pub struct Capture {
     quarantine: HashMap<MapData, u64, QuarantineEntry>,
     quarantine_on: Array<MapData, u32>,
     quarantine_stats: PerCpuHashMap<MapData, u64, QuarantineStats>,
+    sock_origin: HashMap<MapData, u64, SockOrigin>,
 }
 
 impl std::fmt::Debug for Capture {
@@ -214,6 +215,7 @@ impl Capture {
         let quarantine_on = Array::try_from(take(MAP_QUARANTINE_ON)?).map_err(load_error)?;
         let quarantine_stats =
             PerCpuHashMap::try_from(take(MAP_QUARANTINE_STATS)?).map_err(load_error)?;
+        let sock_origin = HashMap::try_from(take(MAP_SOCK_ORIGIN)?).map_err(load_error)?;
         return_freed_memory();
         Ok(Self {
             ebpf,
@@ -225,6 +227,7 @@ impl Capture {
             quarantine,
             quarantine_on,
             quarantine_stats,
+            sock_origin,
         })
     }
 
@@ -304,6 +307,13 @@ impl Capture {
                     .push((PROG_SOCKOPS, format!("attaching failed: {e}")));
             }
         }
+    }
+
+    /// What the socket-level programs stored and no flow has consumed yet (socket cookie →
+    /// origin): sockets between `connect()` (or accept) and their first packet, and those that
+    /// never sent one (evicted by the LRU map in time).
+    pub fn sock_origins(&self) -> Vec<(u64, SockOrigin)> {
+        self.sock_origin.iter().filter_map(Result::ok).collect()
     }
 
     /// Which socket-level programs are loaded (attached, once [`Capture::attach`] ran).
