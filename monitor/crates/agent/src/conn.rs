@@ -1102,6 +1102,40 @@ mod tests {
     }
 
     #[test]
+    fn the_kernels_word_on_who_opened_a_flow_beats_port_order() {
+        // No HTTP to tell: an accepted connection whose client used the lower port.
+        let accepted = FlowTuple {
+            initiator: Initiator::Remote as u8,
+            local_port: 50051,
+            remote_port: 40000,
+            ..tuple()
+        };
+        let mut t = Tracker::new();
+        t.on_open(C, 1, accepted, (SockOrigin::NONE, None), 1);
+        t.on_close(
+            C,
+            1,
+            accepted,
+            [DirStats::default(); 2],
+            2,
+            CloseReason::Fin,
+        );
+        let outs: Vec<Output> = t.drain().collect();
+        assert!(matches!(&outs[..], [Output::Flow(f)] if f.observer == Observer::Server));
+        // A client that bound a port above the server's: the SYN (or connect) says client.
+        let client = FlowTuple {
+            initiator: Initiator::Local as u8,
+            local_port: 1000,
+            remote_port: 40001,
+            ..tuple()
+        };
+        t.on_open(C, 1, client, (SockOrigin::NONE, None), 1);
+        t.on_close(C, 1, client, [DirStats::default(); 2], 2, CloseReason::Fin);
+        let outs: Vec<Output> = t.drain().collect();
+        assert!(matches!(&outs[..], [Output::Flow(f)] if f.observer == Observer::Client));
+    }
+
+    #[test]
     fn server_side_observer_and_head_request() {
         let mut s = Sim::new();
         s.send(I, b"HEAD /h HTTP/1.1\r\nHost: w\r\n\r\n", 2048);

@@ -297,6 +297,31 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_client_certificates_are_kept_whole_and_joined() {
+        let p = complete(
+            parse_request(
+                b"GET / HTTP/1.1\r\nX-Forwarded-Client-Cert: By=a;URI=spiffe://td/ns/n/sa/s\r\n\
+                  x-forwarded-client-cert: By=b\r\n\r\n",
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            p.xfcc.as_deref(),
+            Some("By=a;URI=spiffe://td/ns/n/sa/s,By=b")
+        );
+        assert_eq!(
+            complete(parse_request(b"GET / HTTP/1.1\r\n\r\n").unwrap()).xfcc,
+            None
+        );
+        // In a truncated head only a line that ended before the cut counts.
+        let cut = parse_truncated_request(
+            b"GET / HTTP/1.1\r\nx-forwarded-client-cert: URI=spiffe://td/ns/n/sa/s\r\nx-forwarded-client-cert: URI=spiff",
+        )
+        .unwrap();
+        assert_eq!(cut.xfcc.as_deref(), Some("URI=spiffe://td/ns/n/sa/s"));
+    }
+
+    #[test]
     fn truncated_oversized_head_keeps_request_line_and_complete_headers() {
         let mut raw = b"GET /big?x=1 HTTP/1.1\r\nHost: web\r\nCookie: ".to_vec();
         raw.extend(std::iter::repeat_n(b'a', 4000));

@@ -525,4 +525,34 @@ mod tests {
         assert!(back.identity.is_none() && back.labels().is_empty());
         assert_eq!(serde_json::to_value(&back).unwrap(), json);
     }
+
+    /// The mesh's fields: the address on the wire, and a caller named by service account only.
+    #[test]
+    fn nat_and_mesh_attested_callers_read_back_the_same() {
+        let mut who = Pod::named("", PeerKind::Pod);
+        who.namespace = "vantage".into();
+        who.service_account = Some("recommendation-engine".into());
+        let mut e = Endpoint::new(Some(&Arc::new(who)), None, 0);
+        e.kind = EndpointKind::Unknown;
+        e.nat = Some(Nat {
+            ip: "127.0.0.6".parse().unwrap(),
+            port: 50004,
+        });
+        e.spiffe_id = Some("spiffe://cluster.local/ns/vantage/sa/recommendation-engine".into());
+        e.attested_by = Some(ATTESTED_BY_MESH.into());
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "unknown", "ip": null, "port": 0, "namespace": "vantage",
+                "service_account": "recommendation-engine",
+                "nat": {"ip": "127.0.0.6", "port": 50004},
+                "spiffe_id": "spiffe://cluster.local/ns/vantage/sa/recommendation-engine",
+                "attested_by": "mesh"
+            })
+        );
+        assert_eq!(e.pod(), None, "no pod name");
+        let back: Endpoint = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
+    }
 }

@@ -5,6 +5,8 @@
 //! Kubernetes. Records and policy only ever see [`Pod`] values through this trait.
 
 pub mod cgroup_path;
+#[cfg(test)]
+pub mod fake;
 pub mod inventory;
 pub mod kube;
 

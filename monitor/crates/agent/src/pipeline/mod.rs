@@ -14,6 +14,8 @@ mod out;
 mod policy;
 mod quarantine;
 mod source;
+#[cfg(test)]
+mod tests;
 
 pub use out::{RecordOut, WriteOut, new_boot_id};
 use policy::PolicyWatch;
@@ -53,7 +55,7 @@ use crate::{
 };
 
 use monitor_record::{
-    exchange::Observer, peer::PeerKind, record::Endpoint, record::EndpointKind, record::FlowRecord,
+    exchange::Observer, record::Endpoint, record::EndpointKind, record::FlowRecord,
     record::HttpFields, record::HttpRecord, record::LossRecord, record::Record,
     record::split_target,
 };
@@ -478,16 +480,14 @@ impl Pipeline {
         observer: Observer,
         identity: &mut dyn PodResolver,
     ) -> Option<(Endpoint, Endpoint)> {
-        let remote_is_local_pod = || {
-            tuple
-                .and_then(|t| identity.by_ip(t.remote_ip()))
-                .is_some_and(|p| p.kind == PeerKind::Pod)
-        };
-        // Both ends on this node: the client's socket reports the exchange; the server's
-        // observation of it would be a duplicate. (A capture sees each flow once.)
+        // Both ends on this node (the remote address is a monitored pod's, as in the kernel's
+        // LOCAL_PEERS): the client's socket reports the exchange; the server's observation of
+        // it would be a duplicate. A pod on another node reports its own end. (A capture sees
+        // each flow once.)
+        let remote_is_local_pod = tuple.is_some_and(|t| self.local_pods.contains(&t.remote_ip()));
         if self.settings.attribution == Attribution::Cgroup
             && observer == Observer::Server
-            && remote_is_local_pod()
+            && remote_is_local_pod
         {
             self.suppressed += 1;
             return None;
