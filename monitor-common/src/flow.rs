@@ -1,6 +1,6 @@
 //! The kernel flow table (keyed by socket cookie) and the flow open/close records.
 
-use crate::record::RecordHeader;
+use crate::{header::RecordHeader, sock::SockOrigin};
 
 /// Name of the flow table map: socket cookie (`u64`) → [`FlowState`].
 pub const MAP_FLOWS: &str = "FLOWS";
@@ -8,19 +8,22 @@ pub const MAP_FLOWS: &str = "FLOWS";
 /// never silently evicted: the agent sweeps idle entries.
 pub const FLOWS_MAX: u32 = 65_536;
 
-/// Address family of a [`FlowTuple`].
-pub const FAMILY_V4: u8 = 4;
-/// Address family of a [`FlowTuple`].
-pub const FAMILY_V6: u8 = 6;
+pub use crate::{FAMILY_V4, FAMILY_V6};
 
 /// Who opened the connection, as far as the kernel saw it.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Initiator {
-    /// The flow entry was created on a data packet, not on a SYN.
+    /// Not known: the flow entry was created on a data packet of a socket the socket-level
+    /// programs did not see connect or be accepted (it predates the agent, or they are not
+    /// attached).
     Unknown = 0,
-    /// The local socket sent the SYN: it is the client.
+    /// The local socket opened the connection: the egress program saw its SYN, or the connect
+    /// hook saw it call `connect()`. It is the client.
     Local = 1,
+    /// The remote end opened the connection: `sock_ops` saw the local socket established
+    /// passively (accepted by a listener). It is the server.
+    Remote = 2,
 }
 
 /// Addresses and ports of a flow, from the local socket's point of view.
@@ -160,18 +163,26 @@ impl CloseReason {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FlowOpen {
-    /// Common header ([`crate::record::RecordKind::FlowOpen`]).
+    /// Common header ([`crate::header::RecordKind::FlowOpen`]).
     pub hdr: RecordHeader,
-    /// The flow's addresses.
+    /// The flow's addresses as the packets carry them (after any NAT on this host).
     pub tuple: FlowTuple,
+    /// What the socket-level programs saw before the first packet: the destination the
+    /// application asked for and the caller's uid/gid (connect hook), or that the socket was
+    /// accepted (`sock_ops`). All zero when they saw nothing.
+    pub origin: SockOrigin,
+    /// Owner uid of the socket (`bpf_get_socket_uid`: the uid that created it, or for an
+    /// accepted socket the listener's creator); the overflow uid (65534) when the packet had
+    /// no full socket.
+    pub uid: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowOpen>() == 72);
+const _: () = assert!(core::mem::size_of::<FlowOpen>() == 104);
 
 /// Record: a flow ended in the kernel; carries the final counters.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FlowClose {
-    /// Common header ([`crate::record::RecordKind::FlowClose`]).
+    /// Common header ([`crate::header::RecordKind::FlowClose`]).
     pub hdr: RecordHeader,
     /// The flow's addresses.
     pub tuple: FlowTuple,
@@ -193,7 +204,7 @@ mod user {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use super::{FAMILY_V4, FAMILY_V6, FlowState, FlowTuple, Initiator};
-    use crate::record::{RecordKind, user::DecodeError};
+    use crate::header::{DecodeError, RecordKind};
 
     // SAFETY: `#[repr(C)]`, fixed-width integers and explicit padding only.
     unsafe impl aya::Pod for FlowState {}
@@ -232,7 +243,7 @@ mod user {
                     value: u64::from(self.family),
                 });
             }
-            if self.initiator > Initiator::Local as u8 {
+            if self.initiator > Initiator::Remote as u8 {
                 return Err(DecodeError::Field {
                     kind,
                     field: "initiator",

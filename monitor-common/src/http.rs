@@ -8,7 +8,7 @@
 //! sizes (and attributes response bodies to their requests) from sequence arithmetic, which
 //! retransmissions do not distort.
 
-use crate::record::RecordHeader;
+use crate::header::RecordHeader;
 
 /// Name of the per-CPU scratch map the kernel builds each [`HttpChunk`] in.
 pub const MAP_CHUNK_SCRATCH: &str = "CHUNK_SCRATCH";
@@ -47,7 +47,7 @@ impl ChunkKind {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpChunkMeta {
-    /// Common header ([`crate::record::RecordKind::HttpChunk`]).
+    /// Common header ([`crate::header::RecordKind::HttpChunk`]).
     pub hdr: RecordHeader,
     /// A [`crate::Direction`].
     pub dir: u8,

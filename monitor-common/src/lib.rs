@@ -4,15 +4,24 @@
 //! padding, and has its size asserted at compile time, so kernel and userspace agree on the
 //! layout byte for byte. Each concept keeps its kernel view and its userspace decoder side by
 //! side: [`record`] (the ring-buffer header), [`flow`] (the flow table and flow records),
-//! [`http`] (captured HTTP head bytes), [`counter`] (per-CPU counters, losses among them) and
-//! [`quarantine`] (the quarantine set, drop statistics and blocked-attempt records).
+//! [`http`] (captured HTTP head bytes), [`counter`] (per-CPU counters, losses among them),
+//! [`quarantine`] (the quarantine set, drop statistics and blocked-attempt records) and
+//! [`sock`] (what the connect and `sock_ops` programs learn about a socket before its first
+//! packet: the destination the application asked for, the caller's uid/gid, who opened it).
 #![cfg_attr(not(feature = "user"), no_std)]
+
+/// Address family of a flow tuple or socket address: IPv4.
+pub const FAMILY_V4: u8 = 4;
+/// Address family of a flow tuple or socket address: IPv6.
+pub const FAMILY_V6: u8 = 6;
 
 pub mod counter;
 pub mod flow;
+pub mod header;
 pub mod http;
 pub mod quarantine;
 pub mod record;
+pub mod sock;
 
 /// Name of the egress `cgroup_skb` program in the object file.
 pub const PROG_EGRESS: &str = "monitor_egress";

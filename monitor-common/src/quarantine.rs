@@ -12,7 +12,7 @@
 //!
 //! Kernel map names are limited to 15 bytes (`BPF_OBJ_NAME_LEN` with its NUL).
 
-use crate::{flow::FlowTuple, record::RecordHeader};
+use crate::{flow::FlowTuple, header::RecordHeader};
 
 /// Name of the quarantine set: cgroup v2 id (`u64`) → [`QuarantineEntry`], written by the agent.
 pub const MAP_QUARANTINE: &str = "QUARANTINE";
@@ -115,7 +115,7 @@ impl QuarantineStats {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuarantineDrop {
-    /// Common header ([`crate::record::RecordKind::QuarantineDrop`]).
+    /// Common header ([`crate::header::RecordKind::QuarantineDrop`]).
     pub hdr: RecordHeader,
     /// Addresses and ports from the quarantined socket's point of view. `initiator` is
     /// [`crate::flow::Initiator::Local`] for an attempt sent by the quarantined pod (egress)

@@ -15,11 +15,12 @@ use monitor_common::{
         RECORD_VERSION, RecordHeader, RecordKind,
         user::{DecodeError, Record, decode},
     },
+    sock::{ORIGIN_CONNECT, ORIGIN_PASSIVE, SockOrigin},
 };
 use proptest::{collection::vec, prelude::*, sample::select};
 
 const HDR: usize = 32;
-const OPEN_LEN: usize = 72;
+const OPEN_LEN: usize = 104;
 const CLOSE_LEN: usize = 160;
 /// The largest chunk: the kernel writes the fixed part and only the captured bytes.
 const CHUNK_LEN: usize = 48 + HTTP_CAPTURE;
@@ -54,7 +55,17 @@ fn documented_offsets_are_the_struct_offsets() {
     assert_eq!(offset_of!(DirStats, flags), 28);
 
     assert_eq!(offset_of!(FlowOpen, tuple), HDR);
+    assert_eq!(offset_of!(FlowOpen, origin), 72);
+    assert_eq!(offset_of!(FlowOpen, uid), 100);
     assert_eq!(size_of::<FlowOpen>(), OPEN_LEN);
+
+    assert_eq!(offset_of!(SockOrigin, flags), 0);
+    assert_eq!(offset_of!(SockOrigin, family), 1);
+    assert_eq!(offset_of!(SockOrigin, port), 2);
+    assert_eq!(offset_of!(SockOrigin, uid), 4);
+    assert_eq!(offset_of!(SockOrigin, gid), 8);
+    assert_eq!(offset_of!(SockOrigin, addr), 12);
+    assert_eq!(size_of::<SockOrigin>(), 28);
     assert_eq!(offset_of!(FlowClose, tuple), HDR);
     assert_eq!(offset_of!(FlowClose, first_ns), 72);
     assert_eq!(offset_of!(FlowClose, last_ns), 80);
@@ -147,10 +158,25 @@ fn write_stats(buf: &mut [u8], at: usize, d: &DirStats) {
     put(buf, at + 28, &d.flags.to_ne_bytes());
 }
 
+fn write_origin(buf: &mut [u8], at: usize, o: &SockOrigin) {
+    buf[at] = o.flags;
+    buf[at + 1] = o.family;
+    put(buf, at + 2, &o.port.to_ne_bytes());
+    put(buf, at + 4, &o.uid.to_ne_bytes());
+    put(buf, at + 8, &o.gid.to_ne_bytes());
+    put(buf, at + 12, &o.addr);
+}
+
 fn open_bytes(h: &Hdr, t: &FlowTuple) -> Vec<u8> {
+    open_bytes_with(h, t, &SockOrigin::NONE, 0)
+}
+
+fn open_bytes_with(h: &Hdr, t: &FlowTuple, o: &SockOrigin, uid: u32) -> Vec<u8> {
     let mut b = vec![0; OPEN_LEN];
     write_hdr(&mut b, RecordKind::FlowOpen, OPEN_LEN, h);
     write_tuple(&mut b, HDR, t);
+    write_origin(&mut b, 72, o);
+    put(&mut b, 100, &uid.to_ne_bytes());
     b
 }
 
@@ -232,7 +258,7 @@ fn drop_hdr() -> impl Strategy<Value = Hdr> {
 fn tuple() -> impl Strategy<Value = FlowTuple> {
     (
         select(vec![FAMILY_V4, FAMILY_V6]),
-        0u8..2,
+        0u8..3,
         any::<u16>(),
         any::<u16>(),
         any::<[u8; 16]>(),
@@ -252,6 +278,33 @@ fn tuple() -> impl Strategy<Value = FlowTuple> {
                 local_addr: la,
                 remote_addr: ra,
             }
+        })
+}
+
+/// What the connect hook or sock_ops writes (or nothing).
+fn origin() -> impl Strategy<Value = SockOrigin> {
+    (
+        0u8..3,
+        select(vec![FAMILY_V4, FAMILY_V6]),
+        any::<u16>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<[u8; 16]>(),
+    )
+        .prop_map(|(which, family, port, uid, gid, addr)| match which {
+            0 => SockOrigin::NONE,
+            1 => SockOrigin {
+                flags: ORIGIN_CONNECT,
+                family,
+                port,
+                uid,
+                gid,
+                addr,
+            },
+            _ => SockOrigin {
+                flags: ORIGIN_PASSIVE,
+                ..SockOrigin::NONE
+            },
         })
 }
 
@@ -379,13 +432,47 @@ proptest! {
     }
 
     #[test]
-    fn flow_open_round_trips(h in hdr(), t in tuple()) {
-        let buf = open_bytes(&h, &t);
-        let Ok(Record::FlowOpen(o)) = decode(&buf) else {
+    fn flow_open_round_trips(h in hdr(), t in tuple(), o in origin(), uid in any::<u32>()) {
+        let buf = open_bytes_with(&h, &t, &o, uid);
+        let Ok(Record::FlowOpen(r)) = decode(&buf) else {
             panic!("not decoded as a flow open: {:?}", decode(&buf));
         };
-        assert_hdr(&o.hdr, RecordKind::FlowOpen, OPEN_LEN, &h);
-        prop_assert_eq!(o.tuple, t);
+        assert_hdr(&r.hdr, RecordKind::FlowOpen, OPEN_LEN, &h);
+        prop_assert_eq!(r.tuple, t);
+        prop_assert_eq!(r.origin, o);
+        prop_assert_eq!(r.uid, uid);
+        prop_assert_eq!(r.origin.connected(), o.flags == ORIGIN_CONNECT);
+        prop_assert_eq!(r.origin.accepted(), o.flags == ORIGIN_PASSIVE);
+    }
+
+    #[test]
+    fn origins_the_kernel_never_writes_are_rejected(
+        h in hdr(),
+        t in tuple(),
+        o in origin(),
+        flags in 3u8..,
+        family in any::<u8>(),
+    ) {
+        let field = |r: Result<Record<'_>, DecodeError>| match r {
+            Err(DecodeError::Field { kind: RecordKind::FlowOpen, field, value }) => {
+                Some((field, value))
+            }
+            _ => None,
+        };
+        prop_assert_eq!(
+            field(decode(&open_bytes_with(&h, &t, &SockOrigin { flags, ..o }, 0))),
+            Some(("origin.flags", u64::from(flags)))
+        );
+        // A family only with a connect-time destination, and then IPv4 or IPv6.
+        let want_family = o.flags == ORIGIN_CONNECT;
+        let bad_family = (want_family && family != FAMILY_V4 && family != FAMILY_V6)
+            || (!want_family && family != 0);
+        if bad_family {
+            prop_assert_eq!(
+                field(decode(&open_bytes_with(&h, &t, &SockOrigin { family, ..o }, 0))),
+                Some(("origin.family", u64::from(family)))
+            );
+        }
     }
 
     #[test]
@@ -437,7 +524,7 @@ proptest! {
         h in drop_hdr(),
         t in tuple(),
         family in any::<u8>(),
-        initiator in 2u8..,
+        initiator in 3u8..,
         dir in 2u8..,
     ) {
         prop_assume!(family != FAMILY_V4 && family != FAMILY_V6);
@@ -515,13 +602,13 @@ proptest! {
         prop_assert_eq!(field(decode(&open_bytes(&h, &bad))), Some(("family", u64::from(family))));
         let close = Close { tuple: bad, first_ns: 0, last_ns: 0, dir: Default::default(), reason: 1 };
         prop_assert_eq!(field(decode(&close_bytes(&h, &close))), Some(("family", u64::from(family))));
-        // Close reasons other than FIN/RST and initiators other than unknown/local.
+        // Close reasons other than FIN/RST and initiators other than unknown/local/remote.
         for reason in [0u8, 3, 4, 200] {
             let close = Close { tuple: t, first_ns: 0, last_ns: 0, dir: Default::default(), reason };
             prop_assert_eq!(field(decode(&close_bytes(&h, &close))), Some(("reason", u64::from(reason))));
         }
-        let odd = FlowTuple { initiator: 2, ..t };
-        prop_assert_eq!(field(decode(&open_bytes(&h, &odd))), Some(("initiator", 2)));
+        let odd = FlowTuple { initiator: 3, ..t };
+        prop_assert_eq!(field(decode(&open_bytes(&h, &odd))), Some(("initiator", 3)));
         prop_assert_eq!(
             field(decode(&chunk_bytes(&h, &Chunk { dir, ..c.clone() }))),
             Some(("dir", u64::from(dir)))

@@ -1,9 +1,13 @@
 //! The flow table: one entry per socket cookie, created on a client's SYN or on the first
-//! payload packet, updated per packet, emitted as a record on open and on close.
+//! payload packet, updated per packet, emitted as a record on open and on close. The open
+//! record carries what the socket-level programs learnt before (`SOCK_ORIGIN`: the
+//! destination asked for, the caller, who opened the connection) and the socket's owner uid.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_skb_cgroup_id},
+    helpers::{
+        bpf_get_socket_cookie, bpf_get_socket_uid, bpf_ktime_get_boot_ns, bpf_skb_cgroup_id,
+    },
     programs::SkBuffContext,
 };
 use monitor_common::{
@@ -15,11 +19,12 @@ use monitor_common::{
     },
     http::{ChunkKind, classify},
     record::{RecordHeader, RecordKind},
+    sock::{ORIGIN_CONNECT, ORIGIN_PASSIVE, SockOrigin},
 };
 
 use crate::{
     http,
-    maps::{EVENTS, FLOWS, LOCAL_PEERS, count, submit_flags},
+    maps::{EVENTS, FLOWS, LOCAL_PEERS, SOCK_ORIGIN, count, submit_flags},
     packet::{self, Segment},
 };
 
@@ -141,13 +146,22 @@ fn open(
         Direction::Egress => (seg.src, seg.dst, seg.sport, seg.dport),
         Direction::Ingress => (seg.dst, seg.src, seg.dport, seg.sport),
     };
+    // What the connect hook or sock_ops saw: copied into the open record, then deleted (it
+    // has served its purpose). Only its flags are read here; the stack has no room for a copy.
+    let origin = SOCK_ORIGIN.get_ptr(&cookie);
+    // SAFETY: a map value pointer, valid for this run; a concurrent eviction at worst reads
+    // stale or zeroed bytes, which the agent's decoder checks.
+    let oflags = origin.map_or(0, |o| unsafe { (*o).flags });
+    let initiator = if client_syn || oflags & ORIGIN_CONNECT != 0 {
+        Initiator::Local
+    } else if oflags & ORIGIN_PASSIVE != 0 {
+        Initiator::Remote
+    } else {
+        Initiator::Unknown
+    };
     let tuple = FlowTuple {
         family: seg.family,
-        initiator: if client_syn {
-            Initiator::Local as u8
-        } else {
-            Initiator::Unknown as u8
-        },
+        initiator: initiator as u8,
         _pad: [0; 2],
         local_port,
         remote_port,
@@ -172,20 +186,47 @@ fn open(
         count(Counter::Mirrored);
     } else if inserted {
         if let Some(mut e) = EVENTS.reserve::<FlowOpen>(0) {
-            e.write(FlowOpen {
-                hdr: RecordHeader::new::<FlowOpen>(RecordKind::FlowOpen, now, cookie, cgroup_id),
-                tuple,
-            });
+            // SAFETY: `skb` is the program's context pointer.
+            let uid = unsafe { bpf_get_socket_uid(ctx.skb.skb) };
+            let r = e.as_mut_ptr();
+            // SAFETY: `r` is the reserved record, ours until submitted; every field is written
+            // (the record has no padding outside the fields' own `_pad`), field by field so
+            // that no whole copy needs the stack.
+            unsafe {
+                (*r).hdr =
+                    RecordHeader::new::<FlowOpen>(RecordKind::FlowOpen, now, cookie, cgroup_id);
+                (*r).tuple = tuple;
+                match origin {
+                    Some(o) => (*r).origin = *o,
+                    None => zero_origin(&mut (*r).origin),
+                }
+                (*r).uid = uid;
+            }
             e.submit(submit_flags());
         } else {
             count(Counter::RingbufFull);
         }
+    }
+    if origin.is_some() {
+        let _ = SOCK_ORIGIN.remove(&cookie);
     }
     let p = FLOWS.get_ptr_mut(&cookie);
     if p.is_none() {
         count(Counter::FlowTableFull);
     }
     p
+}
+
+/// "Nothing known", written in place (a constant would be copied from `.rodata`, one more map
+/// for the verifier to resolve).
+#[inline(always)]
+fn zero_origin(o: &mut SockOrigin) {
+    o.flags = 0;
+    o.family = 0;
+    o.port = 0;
+    o.uid = 0;
+    o.gid = 0;
+    o.addr = [0; 16];
 }
 
 /// Emits [`FlowClose`] with the final counters.

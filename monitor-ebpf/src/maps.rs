@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use monitor_common::{
     counter::Counter,
@@ -11,6 +11,7 @@ use monitor_common::{
     http::HttpChunk,
     quarantine::{QUARANTINE_MAX, QuarantineEntry, QuarantineStats},
     record::{RING_BYTES, WAKEUP_THRESHOLD},
+    sock::{SOCK_ORIGIN_MAX, SockOrigin},
 };
 
 /// Records for the agent: flow open/close and HTTP chunks. Never one per packet.
@@ -29,6 +30,13 @@ pub static FLOWS: HashMap<u64, FlowState> = HashMap::with_max_entries(FLOWS_MAX,
 /// Addresses of the local monitored pods, written by the agent (see `FLOW_MIRRORED`).
 #[map]
 pub static LOCAL_PEERS: HashMap<PeerKey, u8> = HashMap::with_max_entries(LOCAL_PEERS_MAX, 0);
+
+/// What the connect and `sock_ops` programs learnt about a socket (by cookie) before its first
+/// packet; read and deleted by the `cgroup_skb` programs when the flow opens. LRU: sockets
+/// that never send a packet are evicted, not leaked.
+#[map]
+pub static SOCK_ORIGIN: LruHashMap<u64, SockOrigin> =
+    LruHashMap::with_max_entries(SOCK_ORIGIN_MAX, 0);
 
 /// "Any quarantine active" flag at index 0, written by the agent: non-zero while [`QUARANTINE`]
 /// holds an entry. An array lookup the verifier inlines, so a node without quarantined pods

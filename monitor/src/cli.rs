@@ -329,6 +329,62 @@ pub struct AgentArgs {
     /// second on stdout (`"kind":"drain-stats"`: records, bytes, kernel counters).
     #[arg(long, conflicts_with_all = ["collector", "policy", "kubernetes"])]
     pub drain_only: bool,
+
+    /// Service mesh handling. `auto`: Istio's sidecar rules apply once a socket of the proxy
+    /// uid/gid, a connection accepted on a redirect port, or a connection to a redirect port
+    /// on loopback is seen; `istio`: from the start; `none`: never (every socket is the
+    /// application's). With the rules, each exchange is reported once, from the application's
+    /// own socket: to the destination it asked for (its connect(), before the sidecar
+    /// redirect; `destination.nat` keeps the sidecar's address), or, on the server, from the
+    /// caller the sidecar names in x-forwarded-client-cert (`spiffe_id`, `attested_by`). The
+    /// sidecar's own connections are `proxy` flow records, with no HTTP records and no
+    /// violations of their own.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = MeshArg::Auto)]
+    pub mesh: MeshArg,
+
+    /// uid of the mesh's sidecar proxy: its sockets are proxy legs (Istio: 1337).
+    #[arg(long, value_name = "UID", default_value_t = 1337)]
+    pub mesh_proxy_uid: u32,
+
+    /// gid of the mesh's sidecar proxy (Istio: 1337).
+    #[arg(long, value_name = "GID", default_value_t = 1337)]
+    pub mesh_proxy_gid: u32,
+
+    /// Ports the pods' nat rules redirect to the sidecar, comma-separated: a connection to one
+    /// on loopback is the application's outbound leg, one accepted on it a proxy leg (Istio:
+    /// 15001 outbound, 15006 inbound).
+    #[arg(
+        long,
+        value_name = "PORTS",
+        value_delimiter = ',',
+        default_values_t = [15001u16, 15006]
+    )]
+    pub mesh_redirect_ports: Vec<u16>,
+
+    /// Source addresses of the sidecar's inbound forward to the application, comma-separated
+    /// (Istio >= 1.10: 127.0.0.6 and ::6; older Istio forwards from 127.0.0.1, which is told
+    /// by the sidecar's own socket instead).
+    #[arg(
+        long,
+        value_name = "ADDRS",
+        value_delimiter = ',',
+        default_values_t = [
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 6)),
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6)),
+        ]
+    )]
+    pub mesh_inbound_sources: Vec<std::net::IpAddr>,
+}
+
+/// `--mesh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MeshArg {
+    /// Istio's rules once a mesh is seen.
+    Auto,
+    /// Istio's sidecar mode (or any mesh with the --mesh-* settings).
+    Istio,
+    /// No mesh.
+    None,
 }
 
 /// Client-side mTLS options (agent, observe, report).

@@ -12,6 +12,11 @@
 //! (3,712 bytes on x86-64), and an IPv4 or IPv6 ethertype followed by less than a whole fixed
 //! IP header.
 //!
+//! The socket-level programs (`cgroup/connect4`, `cgroup/connect6`, `sock_ops`) have no test
+//! run for real sockets; they are exercised by real `connect()` and `accept()` calls of a child
+//! process in a cgroup of its own (and a network namespace of its own, so its loopback traffic
+//! stays there), with every program attached to that cgroup.
+//!
 //! These tests need root and the real object (not an `AYA_BUILD_SKIP` stub); they check both
 //! first and fail with a message saying what is missing. They never skip.
 
@@ -44,10 +49,18 @@ use monitor_common::{
         QuarantineDirStats, QuarantineDrop, QuarantineEntry, QuarantineStats,
     },
     record::{MAP_EVENTS, RECORD_VERSION, RING_BYTES, RecordHeader, RecordKind, user},
+    sock::{
+        MAP_SOCK_ORIGIN, ORIGIN_CONNECT, ORIGIN_PASSIVE, PROG_CONNECT4, PROG_CONNECT6,
+        PROG_SOCKOPS, SOCK_ORIGIN_MAX, SockOrigin,
+    },
 };
 
 /// `enum bpf_prog_type` value of `cgroup_skb` programs (uapi).
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
+/// `enum bpf_prog_type` value of `sock_ops` programs (uapi).
+const BPF_PROG_TYPE_SOCK_OPS: u32 = 13;
+/// `enum bpf_prog_type` value of `cgroup/connect*` programs (uapi).
+const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 
 /// `cgroup_skb` verdict "pass": the monitor never drops, except quarantined cgroups' packets.
 const PASS: u32 = 1;
@@ -625,6 +638,24 @@ fn object_has_every_program_and_map_with_the_shared_layout() {
         p.load()
             .unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
     }
+    for name in [PROG_CONNECT4, PROG_CONNECT6] {
+        let prog = ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("program {name} missing from the object"));
+        let Program::CgroupSockAddr(p) = prog else {
+            panic!("{name} is not a cgroup sock_addr program: {prog:?}");
+        };
+        p.load()
+            .unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
+    }
+    let prog = ebpf
+        .program_mut(PROG_SOCKOPS)
+        .expect("program monitor_sockops missing from the object");
+    let Program::SockOps(p) = prog else {
+        panic!("{PROG_SOCKOPS} is not a sock_ops program: {prog:?}");
+    };
+    p.load()
+        .unwrap_or_else(|e| panic!("verifier rejected {PROG_SOCKOPS}: {e}"));
     let mut map_ids = Vec::new();
     for (name, ty, key, value, max) in [
         (MAP_EVENTS, MapType::RingBuf, 0, 0, RING_BYTES),
@@ -670,6 +701,13 @@ fn object_has_every_program_and_map_with_the_shared_layout() {
             size_of::<QuarantineStats>(),
             QUARANTINE_MAX,
         ),
+        (
+            MAP_SOCK_ORIGIN,
+            MapType::LruHash,
+            size_of::<u64>(),
+            size_of::<SockOrigin>(),
+            SOCK_ORIGIN_MAX,
+        ),
         // Last: the one map only ingress uses.
         (
             MAP_LOCAL_PEERS,
@@ -687,7 +725,8 @@ fn object_has_every_program_and_map_with_the_shared_layout() {
             | (Map::HashMap(d), MapType::Hash)
             | (Map::PerCpuArray(d), MapType::PerCpuArray)
             | (Map::Array(d), MapType::Array)
-            | (Map::PerCpuHashMap(d), MapType::PerCpuHash) => d,
+            | (Map::PerCpuHashMap(d), MapType::PerCpuHash)
+            | (Map::LruHashMap(d), MapType::LruHash) => d,
             (other, _) => panic!("map {name} has the wrong type: {other:?}"),
         };
         let info = data.info().expect("map info");
@@ -721,6 +760,26 @@ fn object_has_every_program_and_map_with_the_shared_layout() {
         want.sort_unstable();
         assert_eq!(used, want, "{name} uses exactly the expected maps");
     }
+    // The socket-level programs only write SOCK_ORIGIN.
+    let origin_id = map_ids[map_ids.len() - 2];
+    for (name, ty) in [
+        (PROG_CONNECT4, BPF_PROG_TYPE_CGROUP_SOCK_ADDR),
+        (PROG_CONNECT6, BPF_PROG_TYPE_CGROUP_SOCK_ADDR),
+        (PROG_SOCKOPS, BPF_PROG_TYPE_SOCK_OPS),
+    ] {
+        let info = ebpf
+            .program(name)
+            .expect("program present")
+            .info()
+            .expect("program info");
+        assert_eq!(info.program_type() as u32, ty, "{name}");
+        assert_eq!(info.name_as_str(), Some(name));
+        let used = info
+            .map_ids()
+            .expect("map ids readable")
+            .expect("kernel reports map ids");
+        assert_eq!(used, [origin_id], "{name} uses SOCK_ORIGIN only");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,6 +806,9 @@ fn egress_syn_opens_a_flow_initiated_locally() {
     assert_eq!(o.tuple, want);
     assert_eq!(o.tuple.local_ip(), IpAddr::from(CLIENT_V4));
     assert_eq!(o.tuple.remote_ip(), IpAddr::from(SERVER_V4));
+    // No connect hook ran for the test run's dummy socket, which root owns.
+    assert_eq!(o.origin, SockOrigin::NONE);
+    assert_eq!(o.uid, 0);
     out.assert_counters(&[(Counter::Packets, 1)]);
 
     let st = h.only_flow(out.cookie());
@@ -1682,4 +1744,245 @@ fn quarantine_set_rejects_what_the_kernel_cannot_hold() {
     );
     h.cap.set_quarantine(&[]).expect("cleared");
     assert!(h.cap.quarantine_stats().expect("readable").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Socket-level programs: real connect() and accept() in a cgroup (and netns) of their own.
+
+/// A cgroup v2 directory for one test, removed on drop (once its processes have exited).
+struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    fn new(name: &str) -> Self {
+        let mount = cgroup2_mount().expect(
+            "socket-program tests need a cgroup v2 file system (none in /proc/self/mountinfo)",
+        );
+        let dir = mount.join(format!("monitor-ktest-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Runs `script` with python3 as root in `cgroup` and in a new network namespace with `lo` up;
+/// fails with its output unless it succeeds.
+fn python_in_cgroup(cgroup: &TestCgroup, script: &str) {
+    use std::os::unix::{ffi::OsStrExt as _, process::CommandExt as _};
+    let procs = std::ffi::CString::new(cgroup.0.join("cgroup.procs").as_os_str().as_bytes())
+        .expect("cgroup path has no NUL");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args([
+        "-c",
+        "ip link set lo up && exec python3 -c \"$1\"",
+        "sh",
+        script,
+    ]);
+    // SAFETY: the hook runs in the forked child before exec and only makes async-signal-safe
+    // calls (open, write, close, unshare) on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0" moves the writing process.
+            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if !ok {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
+        .output()
+        .expect("sh, ip and python3 are needed for the socket-program tests");
+    assert!(
+        out.status.success(),
+        "the test's client/server script failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Connects and accepts over loopback as in the docstring of the test below.
+const CONNECT_SCRIPT: &str = r#"
+import os, socket
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.bind(("127.0.0.1", 50051))
+srv.listen(8)
+srv6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+srv6.bind(("::1", 50052))
+srv6.listen(8)
+pid = os.fork()
+if pid == 0:
+    os.setgid(1337)
+    os.setuid(1337)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.connect(("127.0.0.1", 9))
+    u.close()
+    for family, bind, dest in [
+        (socket.AF_INET, ("127.0.0.1", 40000), ("0.0.0.0", 50051)),
+        (socket.AF_INET6, None, ("::1", 50052)),
+        (socket.AF_INET6, None, ("::ffff:127.0.0.1", 50051)),
+    ]:
+        c = socket.socket(family, socket.SOCK_STREAM)
+        if bind:
+            c.bind(bind)
+        c.connect(dest)
+        c.sendall(b"ping")
+        assert c.recv(4) == b"pong"
+        c.close()
+    os._exit(0)
+for s in (srv, srv6, srv):
+    a, _ = s.accept()
+    assert a.recv(4) == b"ping"
+    a.sendall(b"pong")
+    a.close()
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+"#;
+
+/// A client (uid/gid 1337) connects three times: to `0.0.0.0:50051` (the kernel connects that
+/// to 127.0.0.1, so the destination asked for is not the one on the wire) from the bound port
+/// 40000, below the server's; to `[::1]:50052`; and from an IPv6 socket to
+/// `[::ffff:127.0.0.1]:50051`; plus a UDP connect, which is not recorded. Root's listeners
+/// accept each. Every flow open record says who opened the connection; the client's carry the
+/// destination asked for and the caller; nothing is left in SOCK_ORIGIN.
+#[test]
+fn connect_and_sock_ops_tell_the_destination_asked_for_the_caller_and_the_direction() {
+    let mut cap = load();
+    let hooks = cap.socket_hooks().clone();
+    assert!(
+        hooks.connect && hooks.sock_ops,
+        "socket-level programs did not load: {:?}",
+        hooks.missing
+    );
+    let cgroup = TestCgroup::new("sock");
+    cap.attach(&cgroup.0)
+        .unwrap_or_else(|e| panic!("attaching to {}: {e}", cgroup.0.display()));
+    assert!(
+        cap.socket_hooks().missing.is_empty(),
+        "{:?}",
+        cap.socket_hooks().missing
+    );
+    python_in_cgroup(&cgroup, CONNECT_SCRIPT);
+
+    let mut opens = Vec::new();
+    while let Some(item) = cap.ring.next() {
+        match user::decode(&item) {
+            Ok(user::Record::FlowOpen(o)) => opens.push(o),
+            Ok(_) => {}
+            Err(e) => panic!("the kernel wrote an undecodable record: {e}"),
+        }
+    }
+    let lo4 = IpAddr::from(Ipv4Addr::LOCALHOST);
+    let lo6 = IpAddr::from(Ipv6Addr::LOCALHOST);
+    let find = |local: (IpAddr, u16), remote_port: Option<u16>| {
+        opens
+            .iter()
+            .filter(|o| {
+                o.tuple.local_ip() == local.0
+                    && o.tuple.local_port == local.1
+                    && remote_port.is_none_or(|p| o.tuple.remote_port == p)
+            })
+            .collect::<Vec<_>>()
+    };
+    let summary = || {
+        opens
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}:{} -> {}:{} initiator {} origin {:?} uid {}",
+                    o.tuple.local_ip(),
+                    o.tuple.local_port,
+                    o.tuple.remote_ip(),
+                    o.tuple.remote_port,
+                    o.tuple.initiator,
+                    o.origin.destination(),
+                    o.uid
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        opens.len(),
+        6,
+        "three clients, three servers:\n{}",
+        summary()
+    );
+
+    // The v4 client: asked for 0.0.0.0:50051, went to 127.0.0.1:50051.
+    let c4 = find((lo4, 40_000), Some(50_051));
+    assert_eq!(c4.len(), 1, "{}", summary());
+    let c4 = c4[0];
+    assert_eq!(c4.tuple.initiator, Initiator::Local as u8);
+    assert_eq!(c4.tuple.remote_ip(), lo4);
+    assert_eq!(c4.origin.flags, ORIGIN_CONNECT);
+    assert_eq!(
+        c4.origin.destination(),
+        Some("0.0.0.0:50051".parse().expect("address"))
+    );
+    assert_eq!(c4.origin.caller(), Some((1337, 1337)));
+    assert_eq!(c4.uid, 1337, "socket owner");
+    // Its server: accepted (the remote end opened it), though its port is the higher one.
+    let s4 = find((lo4, 50_051), Some(40_000));
+    assert_eq!(s4.len(), 1, "{}", summary());
+    assert_eq!(s4[0].tuple.initiator, Initiator::Remote as u8);
+    assert_eq!(s4[0].origin.flags, ORIGIN_PASSIVE);
+    assert_eq!(s4[0].origin.destination(), None);
+    assert_eq!(
+        s4[0].uid, 0,
+        "the accepted socket is owned like root's listener"
+    );
+
+    // IPv6, and an IPv6 socket to an IPv4-mapped address (connect6; the wire is IPv4).
+    let clients: Vec<_> = opens
+        .iter()
+        .filter(|o| o.tuple.initiator == Initiator::Local as u8)
+        .collect();
+    assert_eq!(clients.len(), 3, "{}", summary());
+    let c6 = clients
+        .iter()
+        .find(|o| o.tuple.remote_ip() == lo6)
+        .expect("the IPv6 client");
+    assert_eq!(o_dest(c6), Some("[::1]:50052".parse().expect("address")));
+    assert_eq!(c6.origin.family, FAMILY_V6);
+    let mapped = clients
+        .iter()
+        .find(|o| o.tuple.local_port != 40_000 && o.tuple.remote_ip() == lo4)
+        .expect("the IPv4-mapped client");
+    assert_eq!(mapped.tuple.family, FAMILY_V4);
+    assert_eq!(mapped.origin.family, FAMILY_V6, "connect6 saw it");
+    assert_eq!(
+        o_dest(mapped),
+        Some("127.0.0.1:50051".parse().expect("address"))
+    );
+    for c in &clients {
+        assert_eq!(c.origin.caller(), Some((1337, 1337)));
+    }
+    let servers = opens
+        .iter()
+        .filter(|o| o.tuple.initiator == Initiator::Remote as u8)
+        .count();
+    assert_eq!(servers, 3, "{}", summary());
+
+    // Every entry was consumed by its flow; the UDP connect wrote none.
+    assert_eq!(cap.sock_origins(), Vec::new());
+}
+
+fn o_dest(o: &FlowOpen) -> Option<std::net::SocketAddr> {
+    o.origin.destination()
 }

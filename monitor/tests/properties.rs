@@ -10,9 +10,13 @@ use monitor_common::{
     Direction,
     flow::{CloseReason, DIR_FIN, DIR_SEQ_VALID, DirStats, FAMILY_V4, FlowTuple, Initiator},
     http::{CONT_SEGMENTS, ChunkKind, HTTP_CAPTURE, classify},
+    sock::SockOrigin,
 };
 use monitor_record::{exchange::Completion, exchange::Observer};
 use proptest::{collection::vec, prelude::*, sample::select};
+
+/// A flow open record's socket-level part when the socket-level programs saw nothing.
+const NO_ORIGIN: (SockOrigin, Option<u32>) = (SockOrigin::NONE, None);
 
 // ---------------------------------------------------------------------------------------------
 // Inputs.
@@ -254,7 +258,7 @@ proptest! {
         let mut flows = 0usize;
         for e in events {
             match e {
-                Event::Open { cookie, tuple, ns } => t.on_open(cookie, 1, tuple, ns),
+                Event::Open { cookie, tuple, ns } => t.on_open(cookie, 1, tuple, NO_ORIGIN, ns),
                 Event::Chunk { cookie, dir, kind, seq, payload_len, data, ns } => {
                     t.on_chunk(cookie, 1, dir, kind, seq, payload_len, &data, ns);
                 }
@@ -520,7 +524,7 @@ fn run_keep_alive(pairs: &[Pair], seqs: (u32, u32), server_side: bool) -> Vec<Ou
     let resp_dir = req_dir.opposite();
     let tup = tuple(local.0, local.1, initiator);
     let mut t = Tracker::new();
-    t.on_open(COOKIE, 7, tup, 1);
+    t.on_open(COOKIE, 7, tup, NO_ORIGIN, 1);
     let mut k = [
         KernelDir {
             seq: seqs.0,
@@ -629,7 +633,7 @@ fn content_length_near_the_top_of_usize_does_not_overflow() {
     ] {
         for back in [0u64, 1, 8, 100] {
             let mut t = Tracker::new();
-            t.on_open(1, 1, tuple(51_000, 80, Initiator::Local), 1);
+            t.on_open(1, 1, tuple(51_000, 80, Initiator::Local), NO_ORIGIN, 1);
             // The head's length with a 20-digit Content-Length value.
             let probe = format!("{line}\r\nContent-Length: {}\r\n\r\n", u64::MAX);
             let n = u64::MAX - probe.len() as u64 + 1 - back;

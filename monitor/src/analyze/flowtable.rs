@@ -36,6 +36,7 @@ use monitor_common::{
         RecordHeader, RecordKind,
         user::{DecodeError, Record as Raw},
     },
+    sock::{NO_UID, SockOrigin},
 };
 
 use super::packet::Segment;
@@ -382,6 +383,9 @@ impl FlowTable {
         self.events.push_back(Event::Open(FlowOpen {
             hdr: RecordHeader::new::<FlowOpen>(RecordKind::FlowOpen, ts_ns, cookie, 0),
             tuple,
+            // A capture has no sockets: no connect-time destination, no owner.
+            origin: SockOrigin::NONE,
+            uid: NO_UID,
         }));
         true
     }

@@ -22,8 +22,15 @@ use std::time::Duration;
 use monitor_common::flow::CloseReason;
 
 use monitor_agent::{
-    clock::Clock, identity::PodResolver, metrics::Metrics, pipeline::Attribution,
-    pipeline::Pipeline, pipeline::PipelineError, pipeline::RecordOut, pipeline::Settings,
+    clock::Clock,
+    identity::PodResolver,
+    mesh::{MeshConfig, MeshMode},
+    metrics::Metrics,
+    pipeline::Attribution,
+    pipeline::Pipeline,
+    pipeline::PipelineError,
+    pipeline::RecordOut,
+    pipeline::Settings,
 };
 
 use monitor_policy::Policy;
@@ -97,6 +104,8 @@ pub fn run(
         body_quiet: Duration::from_secs(1),
         progress_every: Duration::from_millis(20),
         period: Duration::from_secs(1),
+        // A capture has no sockets: no uid, no connect-time destination, no sidecar to tell.
+        mesh: MeshConfig::istio(MeshMode::None),
     };
     loop {
         let more = files.next_with(|frame| {

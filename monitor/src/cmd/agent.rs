@@ -13,10 +13,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use monitor_agent::{
     agent, agent::Config, agent::WriteOut, delivery::sender::Sender, delivery::sender::SpoolOut,
     delivery::sender::Target, delivery::spool::Spool, delivery::spool::SpoolOptions,
-    identity::Inventory, identity::PodResolver, identity::kube::KubeResolver, metrics::Metrics,
+    identity::Inventory, identity::PodResolver, identity::kube::KubeResolver, mesh::MeshConfig,
+    mesh::MeshMode, metrics::Metrics,
 };
 
-use crate::{cli::AgentArgs, client};
+use crate::{cli::AgentArgs, cli::MeshArg, client};
 
 /// How long a stopping agent keeps delivering what is spooled.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -28,6 +29,17 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     cfg.ready_file = args.ready_file.clone();
     cfg.idle_timeout = Duration::from_secs(args.idle_timeout);
     cfg.drain_every = Duration::from_millis(args.drain_ms.max(1));
+    cfg.mesh = MeshConfig {
+        mode: match args.mesh {
+            MeshArg::Auto => MeshMode::Auto,
+            MeshArg::Istio => MeshMode::Istio,
+            MeshArg::None => MeshMode::None,
+        },
+        proxy_uid: args.mesh_proxy_uid,
+        proxy_gid: args.mesh_proxy_gid,
+        redirect_ports: args.mesh_redirect_ports.clone(),
+        inbound_sources: args.mesh_inbound_sources.clone(),
+    };
     // Check delivery settings before touching the kernel: a typo fails fast.
     let delivery = match &args.collector {
         Some(url) => {

@@ -18,8 +18,8 @@ use monitor_common::flow::CloseReason;
 pub use crate::{pipeline::RecordOut, pipeline::WriteOut, pipeline::new_boot_id};
 
 use crate::{
-    capture::Capture, clock::Clock, identity::PodResolver, metrics::Metrics, pipeline::Attribution,
-    pipeline::Pipeline, pipeline::PipelineError, pipeline::Settings,
+    capture::Capture, clock::Clock, identity::PodResolver, mesh::MeshConfig, metrics::Metrics,
+    pipeline::Attribution, pipeline::Pipeline, pipeline::PipelineError, pipeline::Settings,
 };
 
 use monitor_policy::Policy;
@@ -74,6 +74,8 @@ pub struct Config {
     /// This incarnation's id, written in every record (`boot_id`); sequence numbers restart
     /// at 1 with each. See [`new_boot_id`].
     pub boot_id: String,
+    /// Service mesh handling (`--mesh`, `--mesh-proxy-uid`, ...).
+    pub mesh: MeshConfig,
 }
 
 impl Config {
@@ -88,6 +90,7 @@ impl Config {
             body_quiet: Duration::from_secs(1),
             loss_every: Duration::from_secs(1),
             boot_id: new_boot_id(),
+            mesh: MeshConfig::default(),
         }
     }
 }
@@ -102,14 +105,11 @@ pub fn run(
 ) -> Result<(), AgentError> {
     let policy = cfg.policy.as_deref().map(Policy::load).transpose()?;
     let mut capture = Capture::load()?;
-    capture.set_local_peers(&identity.monitored_pod_ips())?;
+    let local_pods = identity.monitored_pod_ips();
+    capture.set_local_peers(&local_pods)?;
     capture.attach(&cfg.cgroup)?;
     metrics.attached.set(1);
-    tracing::info!(
-        cgroup = %cfg.cgroup.display(),
-        node = identity.node(),
-        "monitor attached: cgroup_skb egress and ingress"
-    );
+    log_attached(&capture, cfg, identity.node());
     if let Some(f) = &cfg.ready_file {
         std::fs::write(f, format!("{}\n", std::process::id()))?;
     }
@@ -121,6 +121,7 @@ pub fn run(
         body_quiet: cfg.body_quiet,
         progress_every: cfg.drain_every * 2,
         period: cfg.loss_every,
+        mesh: cfg.mesh.clone(),
     };
     let mut pipe = Pipeline::new(
         settings,
@@ -131,6 +132,7 @@ pub fn run(
         metrics.clone(),
         Clock::boot_ns(),
     )?;
+    pipe.set_local_pods(&local_pods);
     let mut last_attest = Instant::now();
     pipe.sync_quarantine(&mut capture, identity, Clock::boot_ns())?;
     loop {
@@ -153,6 +155,8 @@ pub fn run(
             metrics.attached.set(0);
             tracing::info!(
                 duplicates_suppressed = pipe.suppressed(),
+                mesh_active = pipe.mesh_active(),
+                proxy_exchanges = pipe.proxy_exchanges(),
                 "monitor stopping; programs detach as their links close"
             );
             return Ok(());
@@ -160,7 +164,9 @@ pub fn run(
         if pipe.period_due(now_ns) {
             pipe.reload_policy(out)?;
             // One cgroup rescan a tick: monitored_pod_ips rescans, pod_cgroups reads the result.
-            capture.set_local_peers(&identity.monitored_pod_ips())?;
+            let local_pods = identity.monitored_pod_ips();
+            capture.set_local_peers(&local_pods)?;
+            pipe.set_local_pods(&local_pods);
             pipe.sync_quarantine(&mut capture, identity, now_ns)?;
             if last_attest.elapsed() >= Duration::from_secs(10) {
                 last_attest = Instant::now();
@@ -195,10 +201,8 @@ pub fn run_drain_only(
     let mut capture = Capture::load()?;
     capture.set_local_peers(&identity.monitored_pod_ips())?;
     capture.attach(&cfg.cgroup)?;
-    tracing::info!(
-        cgroup = %cfg.cgroup.display(),
-        "monitor attached (--drain-only: ring buffer drained and counted, no pipeline)"
-    );
+    log_attached(&capture, cfg, identity.node());
+    tracing::info!("--drain-only: ring buffer drained and counted, no pipeline");
     if let Some(f) = &cfg.ready_file {
         std::fs::write(f, format!("{}\n", std::process::id()))?;
     }
@@ -231,6 +235,37 @@ pub fn run_drain_only(
             return Ok(());
         }
         wait_readable(capture.ring.as_raw_fd(), cfg.drain_every);
+    }
+}
+
+/// Logs what is attached, and one warning per socket-level program that is not (and what
+/// that costs).
+fn log_attached(capture: &Capture, cfg: &Config, node: &str) {
+    let hooks = capture.socket_hooks();
+    let mut attached = vec!["cgroup_skb egress and ingress"];
+    if hooks.connect {
+        attached.push("connect4/connect6");
+    }
+    if hooks.sock_ops {
+        attached.push("sock_ops");
+    }
+    tracing::info!(
+        cgroup = %cfg.cgroup.display(),
+        node,
+        mesh = cfg.mesh.mode.name(),
+        "monitor attached: {}",
+        attached.join(", ")
+    );
+    for (program, why) in &hooks.missing {
+        let without = if program.starts_with("monitor_conn") {
+            "flows carry only the addresses on the wire (inside a service mesh the \
+             application's leg to its sidecar has no destination as asked for), and no caller \
+             uid/gid"
+        } else {
+            "accepted connections are not marked by the kernel: the direction of a flow whose \
+             SYN was not seen comes from its first HTTP request or, for other TCP, port order"
+        };
+        tracing::warn!("kernel program {program} is not running ({why}); without it {without}");
     }
 }
 

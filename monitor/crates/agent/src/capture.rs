@@ -1,6 +1,12 @@
 //! Loads the kernel programs, attaches them to a cgroup v2 directory, and gives typed access
 //! to their maps. Attachments are BPF links owned by this process: they go away when it exits,
 //! however it exits, so a crashed agent leaves nothing attached.
+//!
+//! The two `cgroup_skb` programs are required. The socket-level programs (the connect hooks
+//! and `sock_ops`, see `monitor_common::sock`) are not: when one cannot be loaded or attached
+//! the agent runs without it and [`Capture::socket_hooks`] says what is missing and what that
+//! costs (no destination as asked for before NAT, no kernel-told direction of accepted
+//! connections).
 
 use std::{
     fs::File,
@@ -12,7 +18,7 @@ use crate::pipeline::{Enforcer, Source, SourceError};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps},
 };
 use monitor_common::{
     PROG_EGRESS, PROG_INGRESS,
@@ -23,6 +29,7 @@ use monitor_common::{
         QuarantineStats,
     },
     record::MAP_EVENTS,
+    sock::{MAP_SOCK_ORIGIN, PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS, SockOrigin},
 };
 
 /// The object built by `build.rs` from `monitor-ebpf` (public for the kernel-program tests).
@@ -110,9 +117,24 @@ fn mount_hint() -> String {
     }
 }
 
+/// Which socket-level programs run. Without the connect hooks, flows carry only the addresses
+/// on the wire (a mesh's redirect to its sidecar hides where the application wanted to go);
+/// without `sock_ops`, accepted connections whose SYN was not seen have no kernel-told
+/// direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketHooks {
+    /// `connect4` and `connect6` are loaded (and, after [`Capture::attach`], attached).
+    pub connect: bool,
+    /// `sock_ops` is loaded (and, after [`Capture::attach`], attached).
+    pub sock_ops: bool,
+    /// Why each one that is not there is missing (program name and error).
+    pub missing: Vec<(&'static str, String)>,
+}
+
 /// The loaded programs and their maps.
 pub struct Capture {
     ebpf: Ebpf,
+    hooks: SocketHooks,
     /// Records from the kernel.
     pub ring: RingBuf<MapData>,
     flows: HashMap<MapData, u64, FlowState>,
@@ -121,6 +143,7 @@ pub struct Capture {
     quarantine: HashMap<MapData, u64, QuarantineEntry>,
     quarantine_on: Array<MapData, u32>,
     quarantine_stats: PerCpuHashMap<MapData, u64, QuarantineStats>,
+    sock_origin: HashMap<MapData, u64, SockOrigin>,
 }
 
 impl std::fmt::Debug for Capture {
@@ -180,6 +203,7 @@ impl Capture {
                 .map_err(load_error)?;
             prog.load().map_err(load_error)?;
         }
+        let hooks = load_socket_hooks(&mut ebpf);
         let mut take = |name: &'static str| {
             ebpf.take_map(name)
                 .ok_or_else(|| CaptureError::Load(format!("map {name} missing from object")))
@@ -192,9 +216,11 @@ impl Capture {
         let quarantine_on = Array::try_from(take(MAP_QUARANTINE_ON)?).map_err(load_error)?;
         let quarantine_stats =
             PerCpuHashMap::try_from(take(MAP_QUARANTINE_STATS)?).map_err(load_error)?;
+        let sock_origin = HashMap::try_from(take(MAP_SOCK_ORIGIN)?).map_err(load_error)?;
         return_freed_memory();
         Ok(Self {
             ebpf,
+            hooks,
             ring,
             flows,
             local_peers,
@@ -202,6 +228,7 @@ impl Capture {
             quarantine,
             quarantine_on,
             quarantine_stats,
+            sock_origin,
         })
     }
 
@@ -236,7 +263,63 @@ impl Capture {
                     message: load_error(e).to_string(),
                 })?;
         }
+        self.attach_socket_hooks(&file);
         Ok(())
+    }
+
+    /// Attaches the socket-level programs that loaded; a failure only degrades (it is noted in
+    /// [`Capture::socket_hooks`]).
+    fn attach_socket_hooks(&mut self, cgroup: &File) {
+        if self.hooks.connect {
+            for name in [PROG_CONNECT4, PROG_CONNECT6] {
+                let r = match self.ebpf.program_mut(name) {
+                    Some(p) => <&mut CgroupSockAddr>::try_from(p)
+                        .map_err(|e| load_error(e).to_string())
+                        .and_then(|p| {
+                            p.attach(cgroup, CgroupAttachMode::default())
+                                .map(drop)
+                                .map_err(|e| load_error(e).to_string())
+                        }),
+                    None => Err("missing from the object".to_owned()),
+                };
+                if let Err(e) = r {
+                    self.hooks.connect = false;
+                    self.hooks
+                        .missing
+                        .push((name, format!("attaching failed: {e}")));
+                }
+            }
+        }
+        if self.hooks.sock_ops {
+            let r = match self.ebpf.program_mut(PROG_SOCKOPS) {
+                Some(p) => <&mut SockOps>::try_from(p)
+                    .map_err(|e| load_error(e).to_string())
+                    .and_then(|p| {
+                        p.attach(cgroup, CgroupAttachMode::default())
+                            .map(drop)
+                            .map_err(|e| load_error(e).to_string())
+                    }),
+                None => Err("missing from the object".to_owned()),
+            };
+            if let Err(e) = r {
+                self.hooks.sock_ops = false;
+                self.hooks
+                    .missing
+                    .push((PROG_SOCKOPS, format!("attaching failed: {e}")));
+            }
+        }
+    }
+
+    /// What the socket-level programs stored and no flow has consumed yet (socket cookie →
+    /// origin): sockets between `connect()` (or accept) and their first packet, and those that
+    /// never sent one (evicted by the LRU map in time).
+    pub fn sock_origins(&self) -> Vec<(u64, SockOrigin)> {
+        self.sock_origin.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Which socket-level programs are loaded (attached, once [`Capture::attach`] ran).
+    pub fn socket_hooks(&self) -> &SocketHooks {
+        &self.hooks
     }
 
     /// A loaded program, for `BPF_PROG_TEST_RUN` tests.
@@ -482,6 +565,38 @@ pub fn cgroup_id(path: &Path) -> io::Result<u64> {
         ));
     }
     Ok(meta.ino())
+}
+
+/// Loads the optional socket-level programs; a program that fails is noted, not fatal.
+fn load_socket_hooks(ebpf: &mut Ebpf) -> SocketHooks {
+    let mut hooks = SocketHooks::default();
+    let mut connect_ok = true;
+    for name in [PROG_CONNECT4, PROG_CONNECT6] {
+        let r = match ebpf.program_mut(name) {
+            Some(p) => <&mut CgroupSockAddr>::try_from(p)
+                .map_err(|e| load_error(e).to_string())
+                .and_then(|p| p.load().map_err(|e| load_error(e).to_string())),
+            None => Err("missing from the object".to_owned()),
+        };
+        if let Err(e) = r {
+            connect_ok = false;
+            hooks.missing.push((name, format!("loading failed: {e}")));
+        }
+    }
+    hooks.connect = connect_ok;
+    let r = match ebpf.program_mut(PROG_SOCKOPS) {
+        Some(p) => <&mut SockOps>::try_from(p)
+            .map_err(|e| load_error(e).to_string())
+            .and_then(|p| p.load().map_err(|e| load_error(e).to_string())),
+        None => Err("missing from the object".to_owned()),
+    };
+    match r {
+        Ok(()) => hooks.sock_ops = true,
+        Err(e) => hooks
+            .missing
+            .push((PROG_SOCKOPS, format!("loading failed: {e}"))),
+    }
+    hooks
 }
 
 /// A map deletion that found nothing to delete is not an error here.

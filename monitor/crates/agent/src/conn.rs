@@ -15,6 +15,7 @@ use monitor_common::{
     Direction,
     flow::{CloseReason, DIR_SEQ_VALID, DirStats, FlowTuple, Initiator},
     http::{ChunkKind, classify},
+    sock::SockOrigin,
 };
 
 pub use monitor_record::exchange::{Completion, Observer};
@@ -43,6 +44,12 @@ pub struct FlowInfo {
     pub cgroup_id: u64,
     /// Addresses, from the open (or close) record.
     pub tuple: Option<FlowTuple>,
+    /// What the socket-level programs saw before the first packet (from the open record;
+    /// [`SockOrigin::NONE`] when nothing, or when the open record was lost).
+    pub origin: SockOrigin,
+    /// Owner uid of the socket, from the open record (`None` without one, or when the kernel
+    /// had no full socket).
+    pub uid: Option<u32>,
     /// First packet, boot-time ns.
     pub first_ns: u64,
 }
@@ -210,6 +217,8 @@ impl Conn {
                 cookie,
                 cgroup_id,
                 tuple,
+                origin: SockOrigin::NONE,
+                uid: None,
                 first_ns,
             },
             dirs: Default::default(),
@@ -221,12 +230,17 @@ impl Conn {
         }
     }
 
+    /// Which end the local socket is: the side that sent the requests, else what the kernel
+    /// says (it saw the SYN sent, `connect()` called or the connection accepted), and only when
+    /// the kernel does not know (a socket older than the agent, a capture file) port order:
+    /// the lower port is the server's.
     fn observer(&self) -> Observer {
         match self.req_dir {
             Some(Direction::Egress) => Observer::Client,
             Some(Direction::Ingress) => Observer::Server,
             None => match self.info.tuple {
                 Some(t) if t.initiator == Initiator::Local as u8 => Observer::Client,
+                Some(t) if t.initiator == Initiator::Remote as u8 => Observer::Server,
                 Some(t) if t.local_port < t.remote_port => Observer::Server,
                 Some(_) => Observer::Client,
                 None => Observer::Client,
@@ -275,13 +289,23 @@ impl Tracker {
         self.conns.is_empty()
     }
 
-    /// A flow open record.
-    pub fn on_open(&mut self, cookie: u64, cgroup_id: u64, tuple: FlowTuple, ns: u64) {
+    /// A flow open record: its addresses, what the socket-level programs saw (`origin`) and
+    /// the socket's owner uid (`None` if unknown).
+    pub fn on_open(
+        &mut self,
+        cookie: u64,
+        cgroup_id: u64,
+        tuple: FlowTuple,
+        (origin, uid): (SockOrigin, Option<u32>),
+        ns: u64,
+    ) {
         let c = self
             .conns
             .entry(cookie)
             .or_insert_with(|| Conn::new(cookie, cgroup_id, None, ns));
         c.info.tuple = Some(tuple);
+        c.info.origin = origin;
+        c.info.uid = uid;
         c.info.first_ns = c.info.first_ns.min(ns);
     }
 
@@ -778,7 +802,7 @@ mod tests {
     impl Sim {
         fn new() -> Self {
             let mut t = Tracker::new();
-            t.on_open(C, 1, tuple(), 1);
+            t.on_open(C, 1, tuple(), (SockOrigin::NONE, None), 1);
             Self {
                 t,
                 seq: [1000, 5_000_000],
@@ -1075,6 +1099,40 @@ mod tests {
         s.send(I, &resp(1), 2048);
         s.close();
         assert_eq!(exchanges(&s.outputs()).len(), 1);
+    }
+
+    #[test]
+    fn the_kernels_word_on_who_opened_a_flow_beats_port_order() {
+        // No HTTP to tell: an accepted connection whose client used the lower port.
+        let accepted = FlowTuple {
+            initiator: Initiator::Remote as u8,
+            local_port: 50051,
+            remote_port: 40000,
+            ..tuple()
+        };
+        let mut t = Tracker::new();
+        t.on_open(C, 1, accepted, (SockOrigin::NONE, None), 1);
+        t.on_close(
+            C,
+            1,
+            accepted,
+            [DirStats::default(); 2],
+            2,
+            CloseReason::Fin,
+        );
+        let outs: Vec<Output> = t.drain().collect();
+        assert!(matches!(&outs[..], [Output::Flow(f)] if f.observer == Observer::Server));
+        // A client that bound a port above the server's: the SYN (or connect) says client.
+        let client = FlowTuple {
+            initiator: Initiator::Local as u8,
+            local_port: 1000,
+            remote_port: 40001,
+            ..tuple()
+        };
+        t.on_open(C, 1, client, (SockOrigin::NONE, None), 1);
+        t.on_close(C, 1, client, [DirStats::default(); 2], 2, CloseReason::Fin);
+        let outs: Vec<Output> = t.drain().collect();
+        assert!(matches!(&outs[..], [Output::Flow(f)] if f.observer == Observer::Client));
     }
 
     #[test]

@@ -41,11 +41,18 @@ pub struct RequestHead {
     pub version: u8,
     /// `Host` header, if any.
     pub host: Option<String>,
+    /// `x-forwarded-client-cert` (a service mesh sidecar's account of the caller's mTLS
+    /// certificate), several header lines joined with `,`, if any. Only trusted on a
+    /// connection from the pod's own sidecar.
+    pub xfcc: Option<String>,
     /// Body delimitation.
     pub body: BodyLength,
     /// Head length in bytes, including the final CRLFCRLF (`None` if truncated).
     pub head_len: Option<usize>,
 }
+
+/// Name of the header in which a service mesh sidecar forwards the caller's certificate.
+pub const XFCC: &str = "x-forwarded-client-cert";
 
 /// A parsed response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +104,17 @@ fn header(headers: &[httparse::Header<'_>], name: &str) -> Option<String> {
         .map(|h| String::from_utf8_lossy(h.value).into_owned())
 }
 
+/// Every line of header `name`, joined with `,` (RFC 9110 §5.3), if any.
+fn header_joined<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    let first = values.next()?;
+    let mut v = String::from_utf8_lossy(first).trim().to_owned();
+    for more in values {
+        v.push(',');
+        v.push_str(String::from_utf8_lossy(more).trim());
+    }
+    Some(v)
+}
+
 /// Parses a request head from `buf`.
 pub fn parse_request(buf: &[u8]) -> Result<Parsed<RequestHead>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -107,6 +125,12 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<RequestHead>, HeadError> {
             target: req.path.unwrap_or_default().to_owned(),
             version: req.version.unwrap_or(1),
             host: header(req.headers, "host"),
+            xfcc: header_joined(
+                req.headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case(XFCC))
+                    .map(|h| h.value),
+            ),
             body: body_length(req.headers),
             head_len: Some(n),
         })),
@@ -116,8 +140,9 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<RequestHead>, HeadError> {
     }
 }
 
-/// Parses as much of a truncated request head as is there: the request line, and `Host` if it
-/// arrived whole. `None` if not even the request line is complete.
+/// Parses as much of a truncated request head as is there: the request line, and `Host` and
+/// `x-forwarded-client-cert` if they arrived whole. `None` if not even the request line is
+/// complete.
 pub fn parse_truncated_request(buf: &[u8]) -> Option<RequestHead> {
     let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
     let line = std::str::from_utf8(&buf[..line_end]).ok()?;
@@ -136,19 +161,26 @@ pub fn parse_truncated_request(buf: &[u8]) -> Option<RequestHead> {
         .windows(2)
         .rposition(|w| w == b"\r\n")
         .unwrap_or(line_end)];
-    let host = complete
-        .split(|&b| b == b'\n')
-        .skip(1)
-        .filter_map(|l| std::str::from_utf8(l).ok())
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("host").then(|| v.trim().to_owned())
-        });
+    let fields = || {
+        complete
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .filter_map(|l| std::str::from_utf8(l).ok())
+            .filter_map(|l| l.split_once(':'))
+    };
+    let host =
+        fields().find_map(|(k, v)| k.eq_ignore_ascii_case("host").then(|| v.trim().to_owned()));
+    let xfcc = header_joined(
+        fields()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(XFCC))
+            .map(|(_, v)| v.as_bytes()),
+    );
     Some(RequestHead {
         method: method.to_owned(),
         target: target.to_owned(),
         version,
         host,
+        xfcc,
         body: BodyLength::Unspecified,
         head_len: None,
     })
@@ -262,6 +294,31 @@ mod tests {
         }
         raw.extend_from_slice(b"\r\n");
         assert_eq!(parse_request(&raw), Err(HeadError::TooManyHeaders));
+    }
+
+    #[test]
+    fn forwarded_client_certificates_are_kept_whole_and_joined() {
+        let p = complete(
+            parse_request(
+                b"GET / HTTP/1.1\r\nX-Forwarded-Client-Cert: By=a;URI=spiffe://td/ns/n/sa/s\r\n\
+                  x-forwarded-client-cert: By=b\r\n\r\n",
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            p.xfcc.as_deref(),
+            Some("By=a;URI=spiffe://td/ns/n/sa/s,By=b")
+        );
+        assert_eq!(
+            complete(parse_request(b"GET / HTTP/1.1\r\n\r\n").unwrap()).xfcc,
+            None
+        );
+        // In a truncated head only a line that ended before the cut counts.
+        let cut = parse_truncated_request(
+            b"GET / HTTP/1.1\r\nx-forwarded-client-cert: URI=spiffe://td/ns/n/sa/s\r\nx-forwarded-client-cert: URI=spiff",
+        )
+        .unwrap();
+        assert_eq!(cut.xfcc.as_deref(), Some("URI=spiffe://td/ns/n/sa/s"));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`conn`]: per-connection reassembly and request/response matching.
 //! - [`identity`]: who a cgroup id or an IP address is ([`identity::PodResolver`]: static
 //!   inventory or Kubernetes).
+//! - [`mesh`]: service-mesh legs (sidecar sockets, the application's legs to and from its
+//!   sidecar) and the caller a sidecar names in `x-forwarded-client-cert`.
 //! - [`pipeline`]: records in, records out: reassembly, identity, policy, redaction, losses;
 //!   one code path for the live agent and for capture files (`monitor analyze`).
 //! - [`agent`]: the live loop: drain on readiness and timer, kernel sync once a second.
@@ -20,6 +22,7 @@ pub mod conn;
 pub mod delivery;
 pub mod http;
 pub mod identity;
+pub mod mesh;
 pub mod metrics;
 pub mod pipeline;
 pub mod probe;

@@ -182,8 +182,32 @@ impl Report {
                     (MapType::Array, "array"),
                     (MapType::PerCpuArray, "percpu_array"),
                     (MapType::PerCpuHash, "percpu_hash"),
+                    (MapType::LruHash, "lru_hash"),
                 ]),
-                without: "the flow table, counters and quarantine set cannot be created",
+                without: "the flow table, counters, quarantine set and socket-origin map cannot \
+                          be created",
+            },
+            Feature {
+                name: "cgroup sock_addr (connect4/6)",
+                need: Need::Degraded,
+                status: from_result(
+                    aya::sys::is_program_supported(ProgramType::CgroupSockAddr),
+                    "the kernel does not load BPF_PROG_TYPE_CGROUP_SOCK_ADDR programs",
+                ),
+                without: "flows carry only the addresses on the wire: inside a service mesh the \
+                          application's connection to its sidecar shows 127.0.0.1:15001 instead \
+                          of the destination it asked for, and sockets have no caller uid/gid",
+            },
+            Feature {
+                name: "sock_ops",
+                need: Need::Degraded,
+                status: from_result(
+                    aya::sys::is_program_supported(ProgramType::SockOps),
+                    "the kernel does not load BPF_PROG_TYPE_SOCK_OPS programs",
+                ),
+                without: "accepted connections are not marked by the kernel: the direction of a \
+                          flow whose SYN was not seen comes from its first HTTP request, or, for \
+                          other TCP, from port order (a guess)",
             },
             Feature {
                 name: "BPF links for cgroups",

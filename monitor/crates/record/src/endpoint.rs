@@ -26,6 +26,22 @@ pub enum EndpointKind {
     Unattributed,
 }
 
+/// An address and port as translated on the way: for a destination, the address the packets
+/// were actually sent to when the application asked for another (a service mesh's redirect
+/// to its sidecar, `127.0.0.1:15001`; kube-proxy's DNAT on the node); for a source, the
+/// address the connection arrived from when a proxy stood in for the caller (a mesh sidecar's
+/// `127.0.0.6`). ECS `source.nat.*` / `destination.nat.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Nat {
+    /// Address on the wire.
+    pub ip: IpAddr,
+    /// Port on the wire.
+    pub port: u16,
+}
+
+/// Who vouches for an endpoint's identity when it does not come from the addresses.
+pub const ATTESTED_BY_MESH: &str = "mesh";
+
 /// One end of a flow. (Deserialize: `monitor policy dry-run` reads stored records back.)
 ///
 /// The peer's identity is the resolver's own [`Pod`], shared: a record about a pod costs a
@@ -44,8 +60,16 @@ pub struct Endpoint {
     pub identity: Option<Arc<Pod>>,
     /// cgroup id of a local socket (always set for the observing side).
     pub cgroup_id: Option<u64>,
-    /// Why identity is missing, when it is.
+    /// Why identity is missing, when it is (or how it was established, when not from the
+    /// address).
     pub note: Option<String>,
+    /// The address on the wire, when it differs from `ip`/`port` (see [`Nat`]).
+    pub nat: Option<Nat>,
+    /// The peer's SPIFFE ID, when a service mesh named it (`x-forwarded-client-cert`).
+    pub spiffe_id: Option<String>,
+    /// Who established the identity when the address could not: [`ATTESTED_BY_MESH`] (the
+    /// mesh's mTLS peer certificate, as its sidecar reported it).
+    pub attested_by: Option<String>,
 }
 
 /// Labels of an endpoint without identity.
@@ -66,6 +90,9 @@ impl Endpoint {
             identity: pod.cloned(),
             cgroup_id: None,
             note: None,
+            nat: None,
+            spiffe_id: None,
+            attested_by: None,
         }
     }
 
@@ -77,9 +104,13 @@ impl Endpoint {
             .filter(|n| !n.is_empty())
     }
 
-    /// Pod (or external host) name.
+    /// Pod (or external host) name; none for an identity without one (a caller the mesh
+    /// named only by namespace and service account).
     pub fn pod(&self) -> Option<&str> {
-        self.identity.as_deref().map(|p| p.name.as_str())
+        self.identity
+            .as_deref()
+            .map(|p| p.name.as_str())
+            .filter(|n| !n.is_empty())
     }
 
     /// Service the pod backs.
@@ -125,6 +156,12 @@ struct EndpointJson<'a> {
     cgroup_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nat: Option<Nat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spiffe_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attested_by: Option<&'a str>,
 }
 
 impl Serialize for Endpoint {
@@ -141,6 +178,9 @@ impl Serialize for Endpoint {
             isolated_by: self.isolated_by(),
             cgroup_id: self.cgroup_id,
             note: self.note.as_deref(),
+            nat: self.nat,
+            spiffe_id: self.spiffe_id.as_deref(),
+            attested_by: self.attested_by.as_deref(),
         }
         .serialize(s)
     }
@@ -161,12 +201,21 @@ struct EndpointFields {
     isolated_by: Option<String>,
     cgroup_id: Option<u64>,
     note: Option<String>,
+    nat: Option<Nat>,
+    spiffe_id: Option<String>,
+    attested_by: Option<String>,
 }
 
 impl From<EndpointFields> for Endpoint {
     fn from(f: EndpointFields) -> Self {
-        // A written endpoint names a pod exactly when it had an identity.
-        let identity = f.pod.map(|name| {
+        // A written endpoint names a pod exactly when it had an identity (or, for a caller the
+        // mesh named by service account only, a namespace and service account).
+        let name = match (f.pod, &f.service_account) {
+            (Some(p), _) => Some(p),
+            (None, Some(_)) if f.namespace.is_some() => Some(String::new()),
+            _ => None,
+        };
+        let identity = name.map(|name| {
             let kind = match f.kind {
                 EndpointKind::Service => PeerKind::Service,
                 EndpointKind::External => PeerKind::External,
@@ -188,6 +237,9 @@ impl From<EndpointFields> for Endpoint {
             identity,
             cgroup_id: f.cgroup_id,
             note: f.note,
+            nat: f.nat,
+            spiffe_id: f.spiffe_id,
+            attested_by: f.attested_by,
         }
     }
 }
@@ -233,6 +285,36 @@ mod tests {
         );
         let back: Endpoint = serde_json::from_value(json.clone()).unwrap();
         assert!(back.identity.is_none() && back.labels().is_empty());
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
+    }
+
+    /// The mesh's fields: the address on the wire, and a caller named by service account only.
+    #[test]
+    fn nat_and_mesh_attested_callers_read_back_the_same() {
+        let mut who = Pod::named("", PeerKind::Pod);
+        who.namespace = "vantage".into();
+        who.service_account = Some("recommendation-engine".into());
+        let mut e = Endpoint::new(Some(&Arc::new(who)), None, 0);
+        e.kind = EndpointKind::Unknown;
+        e.nat = Some(Nat {
+            ip: "127.0.0.6".parse().unwrap(),
+            port: 50004,
+        });
+        e.spiffe_id = Some("spiffe://cluster.local/ns/vantage/sa/recommendation-engine".into());
+        e.attested_by = Some(ATTESTED_BY_MESH.into());
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "unknown", "ip": null, "port": 0, "namespace": "vantage",
+                "service_account": "recommendation-engine",
+                "nat": {"ip": "127.0.0.6", "port": 50004},
+                "spiffe_id": "spiffe://cluster.local/ns/vantage/sa/recommendation-engine",
+                "attested_by": "mesh"
+            })
+        );
+        assert_eq!(e.pod(), None, "no pod name");
+        let back: Endpoint = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(serde_json::to_value(&back).unwrap(), json);
     }
 }

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-pub use crate::endpoint::{Endpoint, EndpointKind};
+pub use crate::endpoint::{ATTESTED_BY_MESH, Endpoint, EndpointKind, Nat};
 use crate::{exchange::Completion, exchange::Observer, violation::Violation};
 
 /// One output line.
@@ -208,8 +208,14 @@ pub struct FlowRecord {
     pub packets_to_client: u64,
     /// How it ended: `fin`, `rst`, `idle`, `agent-stopped`.
     pub close: &'static str,
-    /// HTTP exchanges seen on it.
+    /// HTTP exchanges reported on it (0 on a proxy's leg: they are reported on the
+    /// application's own leg).
     pub http_exchanges: u64,
+    /// A service mesh proxy's own connection (a sidecar's mTLS leg, or its forward to the
+    /// application): its bytes are counted here, its exchanges are reported (and checked
+    /// against the policy) on the application's leg instead.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub proxy: bool,
 }
 
 /// A count of lost data.

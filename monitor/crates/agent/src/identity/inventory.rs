@@ -56,6 +56,8 @@ pub struct Inventory {
     cgroup_root: PathBuf,
     pods: Vec<Arc<Pod>>,
     by_ip: HashMap<IpAddr, Arc<Pod>>,
+    /// Pods by (namespace, service account), in file order.
+    by_service_account: HashMap<(String, String), Vec<Arc<Pod>>>,
     by_cgroup: HashMap<u64, Arc<Pod>>,
     /// cgroup ids a rescan did not resolve, and when: retried after [`RESCAN_EVERY`].
     misses: HashMap<u64, Instant>,
@@ -94,6 +96,7 @@ impl Inventory {
         }
         let mut pods = Vec::new();
         let mut by_ip = HashMap::new();
+        let mut by_service_account: HashMap<(String, String), Vec<Arc<Pod>>> = HashMap::new();
         let mut names = HashMap::new();
         for (entry, kind) in file.entries() {
             let pod = entry.to_pod(kind);
@@ -123,6 +126,12 @@ impl Inventory {
                     )));
                 }
             }
+            if let (PeerKind::Pod, Some(sa)) = (pod.kind, &pod.service_account) {
+                by_service_account
+                    .entry((pod.namespace.clone(), sa.clone()))
+                    .or_default()
+                    .push(pod.clone());
+            }
             pods.push(pod);
         }
         let mut inv = Self {
@@ -130,6 +139,7 @@ impl Inventory {
             cgroup_root: cgroup_root.to_owned(),
             pods,
             by_ip,
+            by_service_account,
             by_cgroup: HashMap::new(),
             misses: HashMap::new(),
         };
@@ -185,6 +195,13 @@ impl PodResolver for Inventory {
 
     fn by_ip(&self, ip: IpAddr) -> Option<Arc<Pod>> {
         self.by_ip.get(&ip).cloned()
+    }
+
+    fn by_service_account(&self, namespace: &str, service_account: &str) -> Vec<Arc<Pod>> {
+        self.by_service_account
+            .get(&(namespace.to_owned(), service_account.to_owned()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn pod_cgroups(&mut self) -> Vec<(Arc<Pod>, u64)> {
@@ -256,6 +273,24 @@ mod tests {
             PeerKind::External
         );
         assert!(inv.by_ip("10.0.0.2".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn pods_by_service_account() {
+        let inv = parse(
+            "node: n1\npods:\n  - {name: a1, namespace: ns, service_account: sa, ips: [10.0.0.1]}\n  - {name: a2, namespace: ns, service_account: sa}\n  - {name: b, namespace: other, service_account: sa}\n  - {name: c, namespace: ns}\n",
+        )
+        .unwrap();
+        let names = |ns, sa| -> Vec<String> {
+            inv.by_service_account(ns, sa)
+                .iter()
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        assert_eq!(names("ns", "sa"), ["a1", "a2"]);
+        assert_eq!(names("other", "sa"), ["b"]);
+        assert!(names("ns", "c").is_empty(), "no service account, no match");
+        assert!(names("ns", "nobody").is_empty());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! Kubernetes. Records and policy only ever see [`Pod`] values through this trait.
 
 pub mod cgroup_path;
+#[cfg(test)]
+pub mod fake;
 pub mod inventory;
 pub mod kube;
 
@@ -29,6 +31,14 @@ pub trait PodResolver: Send {
     /// belong to the container cgroups below the pod's). Quarantine enforcement is by cgroup.
     /// Reads the cgroup tree as of the last [`PodResolver::monitored_pod_ips`] (or lookup miss).
     fn pod_cgroups(&mut self) -> Vec<(Arc<Pod>, u64)>;
+    /// The pods (never Services or externals) known to run as service account
+    /// `service_account` in `namespace`: how a service mesh names a caller (its SPIFFE ID
+    /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`). Empty when the source
+    /// knows none, or does not know service accounts.
+    fn by_service_account(&self, namespace: &str, service_account: &str) -> Vec<Arc<Pod>> {
+        let _ = (namespace, service_account);
+        Vec::new()
+    }
     /// Why cgroup `id` has no identity (yet), for the record's note.
     fn unattributed_reason(&self, id: u64) -> Option<String> {
         let _ = id;

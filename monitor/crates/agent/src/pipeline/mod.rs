@@ -4,13 +4,18 @@
 //! and written as numbered NDJSON records ([`RecordOut`]); reconstruction failures and the
 //! source's loss counters become loss records, and flows the source never saw end are closed.
 //! Quarantine's part ([`quarantine`]: kernel set, blocked attempts, attestation) is used by the
-//! live agent only. All times are the source's nanoseconds, turned into wall-clock time by a
-//! [`Clock`]: boot time on a live node, Unix time in a capture file.
+//! live agent only, and so is mesh attribution ([`mesh`]: a service mesh's sidecar legs turned
+//! into one record per exchange between the real caller and the destination asked for). All
+//! times are the source's nanoseconds, turned into wall-clock time by a [`Clock`]: boot time
+//! on a live node, Unix time in a capture file.
 
+mod mesh;
 mod out;
 mod policy;
 mod quarantine;
 mod source;
+#[cfg(test)]
+mod tests;
 
 pub use out::{RecordOut, WriteOut, new_boot_id};
 use policy::PolicyWatch;
@@ -19,21 +24,37 @@ pub use source::{Enforcer, LossCount, Source, SourceError};
 
 use quarantine::QuarantineBook;
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use monitor_common::{
     Direction,
     flow::{CloseReason, FlowTuple},
     record::user::Record as Raw,
+    sock::NO_UID,
 };
 
 use crate::{
-    clock::Clock, conn::AgentLoss, conn::Exchange, conn::FlowSummary, conn::Output, conn::Tracker,
-    identity::PodResolver, metrics::LossLabel, metrics::Metrics, metrics::RuleLabel,
+    clock::Clock,
+    conn::AgentLoss,
+    conn::Exchange,
+    conn::FlowSummary,
+    conn::Output,
+    conn::Tracker,
+    identity::PodResolver,
+    mesh::{MeshBook, MeshConfig, MeshMode},
+    metrics::LossLabel,
+    metrics::Metrics,
+    metrics::RuleLabel,
 };
 
 use monitor_record::{
-    exchange::Observer, peer::PeerKind, record::Endpoint, record::EndpointKind, record::FlowRecord,
+    exchange::Observer, record::Endpoint, record::EndpointKind, record::FlowRecord,
     record::HttpFields, record::HttpRecord, record::LossRecord, record::Record,
     record::split_target,
 };
@@ -82,6 +103,9 @@ pub struct Settings {
     pub progress_every: Duration,
     /// Period of loss reports and aggregation window checks.
     pub period: Duration,
+    /// Service mesh handling (live agent; a capture has no sockets, so `monitor analyze`
+    /// passes [`MeshMode::None`]).
+    pub mesh: MeshConfig,
 }
 
 /// When the periodic work last ran, source ns.
@@ -127,6 +151,10 @@ pub struct Pipeline {
     policy_watch: Option<PolicyWatch>,
     /// Quarantine bookkeeping.
     quarantine: QuarantineBook,
+    /// Flows as mesh legs.
+    mesh: MeshBook,
+    /// Addresses of this node's monitored pods (their own sockets report their traffic).
+    local_pods: HashSet<IpAddr>,
     /// Prometheus metrics.
     metrics: Arc<Metrics>,
 }
@@ -157,6 +185,12 @@ impl Pipeline {
             .into_iter()
             .map(|(stage, reason, n)| ((stage, reason), n))
             .collect();
+        // A capture file has no sockets to tell a sidecar's from an application's.
+        let mesh = MeshBook::new(if settings.attribution == Attribution::Cgroup {
+            settings.mesh.clone()
+        } else {
+            MeshConfig::istio(MeshMode::None)
+        });
         Ok(Self {
             clock,
             settings,
@@ -188,6 +222,8 @@ impl Pipeline {
             }),
             engine: policy.map(|p| Engine::new(p, now_ns)),
             quarantine: QuarantineBook::default(),
+            mesh,
+            local_pods: HashSet::new(),
             metrics,
         })
     }
@@ -212,6 +248,23 @@ impl Pipeline {
         self.suppressed
     }
 
+    /// Exchanges seen on a mesh proxy's own legs and reported on the application's leg instead.
+    pub fn proxy_exchanges(&self) -> u64 {
+        self.mesh.proxy_exchanges
+    }
+
+    /// Whether the mesh rules apply now (`--mesh istio`, or `auto` once a mesh was seen).
+    pub fn mesh_active(&self) -> bool {
+        self.mesh.active()
+    }
+
+    /// The addresses of this node's monitored pods (the agent refreshes them once a period):
+    /// a caller a mesh names by service account is not one of them when no local connection
+    /// of theirs explains the exchange.
+    pub fn set_local_pods(&mut self, ips: &[IpAddr]) {
+        self.local_pods = ips.iter().copied().collect();
+    }
+
     /// Connections being reassembled now.
     pub fn open_connections(&self) -> usize {
         self.tracker.len()
@@ -220,11 +273,15 @@ impl Pipeline {
     /// Decodes and feeds every record the source has waiting.
     pub fn drain(&mut self, source: &mut dyn Source) {
         let tracker = &mut self.tracker;
+        let mesh = &mut self.mesh;
         let drops = &mut self.quarantine.drops;
         let agent_losses = &mut self.losses.agent;
         source.drain(&mut |item| match item {
             Ok(Raw::FlowOpen(r)) => {
-                tracker.on_open(r.hdr.cookie, r.hdr.cgroup_id, r.tuple, r.hdr.ts_ns);
+                let uid = (r.uid != NO_UID).then_some(r.uid);
+                let (cookie, cgroup) = (r.hdr.cookie, r.hdr.cgroup_id);
+                mesh.on_open(cookie, cgroup, &r.tuple, &r.origin, uid, r.hdr.ts_ns);
+                tracker.on_open(cookie, cgroup, r.tuple, (r.origin, uid), r.hdr.ts_ns);
             }
             Ok(Raw::HttpChunk(c)) => tracker.on_chunk(
                 c.meta.hdr.cookie,
@@ -240,6 +297,7 @@ impl Pipeline {
             Ok(Raw::FlowClose(r)) => {
                 // `decode` accepted only FIN or RST.
                 let reason = CloseReason::from_u8(r.reason).unwrap_or(CloseReason::Rst);
+                mesh.on_close(r.hdr.cookie, r.last_ns);
                 tracker.on_close(
                     r.hdr.cookie,
                     r.hdr.cgroup_id,
@@ -275,6 +333,7 @@ impl Pipeline {
         if now_ns.saturating_sub(self.schedule.sweep) >= sweep_every {
             self.schedule.sweep = now_ns;
             self.sweep_idle(source, now_ns);
+            self.mesh.sweep(now_ns);
         }
     }
 
@@ -315,6 +374,7 @@ impl Pipeline {
         self.tracker.flush_pending();
         for (cookie, st) in source.flows() {
             source.remove_flow(cookie);
+            self.mesh.on_close(cookie, st.last_ns);
             self.tracker
                 .on_close(cookie, st.cgroup_id, st.tuple, st.dir, st.last_ns, reason);
         }
@@ -328,6 +388,7 @@ impl Pipeline {
         for (cookie, st) in source.flows() {
             if now_ns.saturating_sub(st.last_ns) >= idle_ns {
                 source.remove_flow(cookie);
+                self.mesh.on_close(cookie, st.last_ns);
                 self.tracker.on_close(
                     cookie,
                     st.cgroup_id,
@@ -365,7 +426,8 @@ impl Pipeline {
                 Output::Flow(f) => {
                     if let Some(r) = self.flow_record(&f, identity) {
                         self.note_escape(&r.source, &r.destination, f.last_ns);
-                        if r.http_exchanges == 0 {
+                        // A proxy's leg is checked on the application's leg it carries.
+                        if r.http_exchanges == 0 && !r.proxy {
                             self.evaluate_flow(&r, f.flow.first_ns, &node, out)?;
                         }
                         self.write(&Record::Flow(Box::new(r)), out)?;
@@ -410,23 +472,21 @@ impl Pipeline {
 
     /// Client and server endpoints of a flow seen from the local socket, or `None` when the
     /// observation duplicates one the client's own node-local socket reports.
-    fn endpoints(
+    pub(super) fn endpoints(
         &mut self,
         cgroup_id: u64,
         tuple: Option<&FlowTuple>,
         observer: Observer,
         identity: &mut dyn PodResolver,
     ) -> Option<(Endpoint, Endpoint)> {
-        let remote_is_local_pod = || {
-            tuple
-                .and_then(|t| identity.by_ip(t.remote_ip()))
-                .is_some_and(|p| p.kind == PeerKind::Pod)
-        };
-        // Both ends on this node: the client's socket reports the exchange; the server's
-        // observation of it would be a duplicate. (A capture sees each flow once.)
+        // Both ends on this node (the remote address is a monitored pod's, as in the kernel's
+        // LOCAL_PEERS): the client's socket reports the exchange; the server's observation of
+        // it would be a duplicate. A pod on another node reports its own end. (A capture sees
+        // each flow once.)
+        let remote_is_local_pod = tuple.is_some_and(|t| self.local_pods.contains(&t.remote_ip()));
         if self.settings.attribution == Attribution::Cgroup
             && observer == Observer::Server
-            && remote_is_local_pod()
+            && remote_is_local_pod
         {
             self.suppressed += 1;
             return None;
@@ -435,7 +495,7 @@ impl Pipeline {
     }
 
     /// Client and server endpoints of a flow seen from the local socket.
-    fn endpoints_of(
+    pub(super) fn endpoints_of(
         &mut self,
         cgroup_id: u64,
         tuple: Option<&FlowTuple>,
@@ -475,12 +535,11 @@ impl Pipeline {
 
     /// The record of an exchange; its strings move into the record.
     fn http_record(&mut self, e: Exchange, identity: &mut dyn PodResolver) -> Option<HttpRecord> {
-        let (source, destination) = self.endpoints(
-            e.flow.cgroup_id,
-            e.flow.tuple.as_ref(),
-            e.observer,
-            identity,
-        )?;
+        let mesh::Attributed {
+            source,
+            destination,
+            ..
+        } = self.attribute_exchange(&e, identity)?;
         let (path, query) = split_target(&e.request.target);
         let resp = e.response.as_ref();
         let request = e.request;
@@ -515,12 +574,11 @@ impl Pipeline {
         f: &FlowSummary,
         identity: &mut dyn PodResolver,
     ) -> Option<FlowRecord> {
-        let (source, destination) = self.endpoints(
-            f.flow.cgroup_id,
-            f.flow.tuple.as_ref(),
-            f.observer,
-            identity,
-        )?;
+        let mesh::Attributed {
+            source,
+            destination,
+            proxy,
+        } = self.attribute_flow(&f.flow, f.observer, identity)?;
         // Egress is client → server when the local socket is the client.
         let (to_server, to_client) = match f.observer {
             Observer::Client => (Direction::Egress, Direction::Ingress),
@@ -540,7 +598,9 @@ impl Pipeline {
             packets_to_server: f.dir[to_server.index()].packets,
             packets_to_client: f.dir[to_client.index()].packets,
             close: f.reason.name(),
-            http_exchanges: f.http_exchanges,
+            // A proxy's exchanges are reported on the application's leg, not on this one.
+            http_exchanges: if proxy { 0 } else { f.http_exchanges },
+            proxy,
         })
     }
 

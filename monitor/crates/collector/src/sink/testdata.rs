@@ -148,6 +148,7 @@ pub fn flow() -> Record {
         packets_to_client: 9,
         close: "fin",
         http_exchanges: 1,
+        proxy: false,
     }))
 }
 

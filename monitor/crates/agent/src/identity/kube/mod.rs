@@ -253,6 +253,23 @@ impl PodResolver for KubeResolver {
         self.shared.index().by_ip.get(&ip).cloned()
     }
 
+    /// Only this node's pods: the Pod watch is this node's, and EndpointSlices do not carry
+    /// service accounts.
+    fn by_service_account(&self, namespace: &str, service_account: &str) -> Vec<Arc<Pod>> {
+        let index = self.shared.index();
+        let mut pods: Vec<Arc<Pod>> = index
+            .by_uid
+            .values()
+            .filter(|p| {
+                p.namespace == namespace && p.service_account.as_deref() == Some(service_account)
+            })
+            .cloned()
+            .collect();
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        pods.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        pods
+    }
+
     fn pod_cgroups(&mut self) -> Vec<(Arc<Pod>, u64)> {
         // The agent calls monitored_pod_ips (which rescans) just before this.
         let index = self.shared.index();
