@@ -34,22 +34,27 @@ pub enum Cmd {
     /// Replay the Vantage incident against the lab with the real agent and curl.
     Demo(DemoArgs),
     /// Measure the monitor's overhead as ratios: no program (A, twice: the noise band) vs
-    /// kernel side only (K) vs full agent (F), interleaved, in the lab (root; ~3.5 minutes).
+    /// kernel side only (K) vs full agent (F) vs an L7 proxy with access logs (P1) vs tcpdump
+    /// to disk (P2), interleaved, in the lab (root; ~15 minutes, ~1 with --quick).
     ///
     /// In the lab of tests/fixtures/lab.yaml (prefix `bnch`), with the release `monitor`
     /// binary (build it first: `cargo build --release -p monitor`), each round runs A1, K, F,
-    /// A2 (even rounds in reverse order), each with the same phases from pod client-a to nginx in
-    /// pod web: wrk -t1 -c16 (requests/s), an open-loop client at a fixed rate (p50/p99 from
-    /// the scheduled send time, so no coordinated omission) and iperf3 (bulk throughput). The
-    /// agent's CPU and peak RSS, and completeness (records vs requests served, losses), come
-    /// from the wrk phase. Then once, with the full agent: kernel ns per program run from
-    /// bpf_stats (kernel.bpf_stats_enabled is set only for that phase, then restored), and
-    /// detection latency (lookup sent → violation on the agent's stdout).
+    /// P1, P2, A2 (even rounds in reverse order), each with the same phases from pod client-a
+    /// to nginx in pod web: an open-loop client at a fixed, non-saturating rate (the headline:
+    /// CPU per request of the lab's cgroups and the observer process, CPU-pinned; and p50/p99
+    /// from the scheduled send time), wrk -t1 -c16 (requests/s) and iperf3 (A, K, F). P1 is
+    /// haproxy (mode http, httplog to a file) in front of nginx in the web pod; P2 is tcpdump
+    /// -s 0 -w on the web pod's veth. The agent's CPU and peak RSS, and completeness (records
+    /// vs requests served, losses), come from the wrk phase. Then once, with the full agent:
+    /// kernel ns per program run from bpf_stats (kernel.bpf_stats_enabled is set only for
+    /// that phase, then restored), and detection latency (lookup sent → violation on the
+    /// agent's stdout).
     ///
-    /// A ratio within the A/A noise band is reported as inconclusive. Prints a table and
-    /// writes everything (machine facts, every run) to <target>/bench/bench.json. Takes about
-    /// 3.5 minutes with the defaults, 3 rounds (kept under 5: a round that would not fit is
-    /// skipped); ~35 s with --quick. Not part of CI: a measurement, not a test.
+    /// Every figure is a ratio to the round's A mean, averaged over the rounds ± a 95%
+    /// confidence interval (Student's t); one within the A/A band, or whose interval contains
+    /// 1, is inconclusive. Prints a table and writes everything (machine facts, every run) to
+    /// <target>/bench/bench.json. A round that would take the bench past --budget-secs is
+    /// skipped. Not part of CI: a measurement, not a test.
     Bench(BenchArgs),
     /// The bench's open-loop HTTP client (run inside a lab pod by `cargo xtask bench`).
     #[command(hide = true)]
@@ -188,19 +193,40 @@ pub struct BenchArgs {
     /// Lab name prefix.
     #[arg(long, default_value = bench::BENCH_PREFIX)]
     pub prefix: String,
-    /// Rounds of A1/K/F/A2 (a round that would take the bench past ~5 minutes is skipped).
-    #[arg(long, default_value_t = 3)]
+    /// Rounds of A1/K/F/P1/P2/A2 (a round that would take the bench past --budget-secs is
+    /// skipped).
+    #[arg(long, default_value_t = 10)]
     pub rounds: u32,
-    /// Seconds per wrk, open-loop and iperf3 phase.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds per wrk and iperf3 phase.
+    #[arg(long, default_value_t = 3)]
     pub phase_secs: u64,
-    /// Open-loop request rate (requests/s).
+    /// Seconds of the open-loop phase (CPU per request, p50/p99).
+    #[arg(long, default_value_t = 5)]
+    pub open_loop_secs: u64,
+    /// Open-loop request rate (requests/s): fixed, below saturation.
     #[arg(long, default_value_t = 2000)]
     pub rate: u32,
     /// Detection-latency lookups (10-20 ms apart).
     #[arg(long, default_value_t = 100)]
     pub lookups: u32,
-    /// A smoke run: one round, 2-second phases, 20 lookups (~35 s; figures are rough).
+    /// Do not pin the open-loop phase's processes to CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Do not run the peers (P1, P2).
+    #[arg(long)]
+    pub no_peers: bool,
+    /// Wall-time budget in seconds.
+    #[arg(long, default_value_t = 1200)]
+    pub budget_secs: u64,
+    /// Other load on the node (besides the lab, the observer and the bench), in % of one
+    /// core, above which an open-loop phase is disturbed and run again once the node is quiet.
+    #[arg(long, default_value_t = 15.0)]
+    pub quiet_pct: f64,
+    /// Longest wait for a quiet node before running a disturbed phase again, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub quiet_wait_secs: u64,
+    /// A smoke run: one round, 2-second phases, 20 lookups, no waiting for a quiet machine
+    /// (~1 minute; figures are rough, no confidence interval).
     #[arg(long)]
     pub quick: bool,
     /// cgroup v2 mount (default: found in /proc/self/mountinfo).
@@ -246,21 +272,31 @@ pub fn main() -> Result<()> {
             agent_logs: a.agent_logs,
         }),
         Cmd::Bench(a) => {
+            let secs = std::time::Duration::from_secs;
             let mut o = bench::BenchOptions {
                 monitor_bin: a.monitor_bin,
                 out: a.out,
                 prefix: a.prefix,
                 rounds: a.rounds,
-                phase: std::time::Duration::from_secs(a.phase_secs.max(1)),
+                phase: secs(a.phase_secs.max(1)),
+                open_loop: secs(a.open_loop_secs.max(1)),
                 rate: a.rate.max(1),
                 lookups: a.lookups.max(1),
                 cgroup_mount: a.cgroup_mount,
+                pin: !a.no_pin,
+                peers: !a.no_peers,
+                budget: secs(a.budget_secs),
+                quiet: a.quiet_pct / 100.0,
+                quiet_wait: secs(a.quiet_wait_secs),
                 ..bench::BenchOptions::default()
             };
             if a.quick {
                 o.rounds = 1;
-                o.phase = std::time::Duration::from_secs(2);
+                o.phase = secs(2);
+                o.open_loop = secs(2);
                 o.lookups = 20;
+                // No quiet gating: a smoke run does not wait for the machine.
+                o.quiet = f64::INFINITY;
             }
             bench::run(&o)
         }

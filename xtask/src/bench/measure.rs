@@ -1,7 +1,7 @@
 //! The bench's figures and how they are read: the result types (what `bench.json` holds),
 //! the agent's CPU and peak RSS from `/proc/<pid>`, the programs' run counts and times from
-//! bpftool with `kernel.bpf_stats_enabled`, the machine's facts, and the ratios to the
-//! no-program baseline with their A/A noise band and verdicts.
+//! bpftool with `kernel.bpf_stats_enabled`, and the machine's facts. The ratios, intervals
+//! and verdicts are [`super::stats`]'s; the CPU counters [`super::cpu`]'s.
 
 use std::process::Command;
 
@@ -9,6 +9,8 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::cpu::{CpuUse, Pinning, process_ns};
+use super::peers::PeerUse;
 use super::{OpenLoopReport, Variant};
 use crate::util;
 
@@ -30,6 +32,8 @@ pub struct Machine {
     pub load_start: f64,
     /// See `load_start`.
     pub load_end: f64,
+    /// The CPU pinning of the open-loop phase (`None`: not pinned).
+    pub pinning: Option<Pinning>,
 }
 
 /// wrk's result.
@@ -69,14 +73,18 @@ pub struct Run {
     pub round: u32,
     /// Which variant.
     pub variant: Variant,
+    /// CPU of the open-loop phase at the fixed rate (the headline).
+    pub cpu: CpuUse,
+    /// The open-loop phase's latency.
+    pub open_loop: OpenLoopReport,
     /// wrk.
     pub wrk: Wrk,
-    /// Open-loop latency.
-    pub open_loop: OpenLoopReport,
-    /// iperf3 throughput, Gbit/s (received).
-    pub iperf_gbps: f64,
+    /// iperf3 throughput, Gbit/s (received; not run under P1 and P2).
+    pub iperf_gbps: Option<f64>,
     /// The agent's cost (K, F).
     pub agent: Option<AgentUse>,
+    /// What the peer did (P1, P2).
+    pub peer: Option<PeerUse>,
 }
 
 /// One step of the zero-loss search (open loop at a fixed rate).
@@ -135,7 +143,7 @@ pub(super) fn proc_usage(pid: u32) -> Result<(f64, u64)> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     // On-CPU time in ns per thread (schedstat) is exact; clock ticks are 10 ms steps.
-    let cpu_s = schedstat_s(pid).unwrap_or(ticks as f64 / hz);
+    let cpu_s = process_ns(pid).map_or(ticks as f64 / hz, |ns| ns as f64 * 1e-9);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let hwm = status
         .lines()
@@ -144,16 +152,6 @@ pub(super) fn proc_usage(pid: u32) -> Result<(f64, u64)> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     Ok((cpu_s, hwm))
-}
-
-/// Sum over the process's threads of the on-CPU time in `/proc/<pid>/task/*/schedstat`, s.
-fn schedstat_s(pid: u32) -> Option<f64> {
-    let mut ns = 0u64;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let text = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
-        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(ns as f64 * 1e-9)
 }
 
 /// IDs of loaded programs named like the monitor's; with `pid`, only those that process holds.
@@ -263,119 +261,6 @@ pub(super) fn machine_facts() -> Machine {
         memory_mib,
         load_start: load,
         load_end: load,
-    }
-}
-
-/// One compared metric over the rounds.
-#[derive(Debug, Clone, Serialize)]
-pub struct Ratio {
-    /// Metric name.
-    pub metric: &'static str,
-    /// Whether a larger value is better (throughput) or worse (latency, cost).
-    pub higher_is_better: bool,
-    /// Mean of the A runs (the baseline), in the metric's unit.
-    pub baseline: f64,
-    /// K / A (mean over rounds of the per-round ratio to the round's A mean).
-    pub k_over_a: f64,
-    /// F / A.
-    pub f_over_a: f64,
-    /// A2 / A1 per round.
-    pub a_over_a: Vec<f64>,
-    /// Noise band: the largest |A2/A1 - 1| over the rounds.
-    pub noise: f64,
-    /// Verdict for K.
-    pub k_verdict: String,
-    /// Verdict for F.
-    pub f_verdict: String,
-}
-
-/// `inconclusive` within the noise band, else how much better or worse.
-fn verdict(ratio: f64, noise: f64, higher_is_better: bool) -> String {
-    if !ratio.is_finite() {
-        return "n/a".to_owned();
-    }
-    if (ratio - 1.0).abs() <= noise {
-        "inconclusive".to_owned()
-    } else {
-        let better = (ratio > 1.0) == higher_is_better;
-        format!(
-            "{:+.1}% {}",
-            (ratio - 1.0) * 100.0,
-            if better { "better" } else { "worse" }
-        )
-    }
-}
-
-/// One [`Ratio`] per compared metric, over the rounds that have both A runs.
-pub(super) fn summarize(runs: &[Run]) -> Vec<Ratio> {
-    type Get = fn(&Run) -> f64;
-    let metrics: [(&'static str, bool, Get); 4] = [
-        ("wrk requests/s", true, |r| r.wrk.rps),
-        ("open-loop p50 latency (µs)", false, |r| r.open_loop.p50_us),
-        ("open-loop p99 latency (µs)", false, |r| r.open_loop.p99_us),
-        ("iperf3 throughput (Gbit/s)", true, |r| r.iperf_gbps),
-    ];
-    let rounds: Vec<u32> = {
-        let mut v: Vec<u32> = runs.iter().map(|r| r.round).collect();
-        v.dedup();
-        v
-    };
-    metrics
-        .into_iter()
-        .map(|(metric, higher_is_better, get)| {
-            let (mut k, mut f, mut aa, mut base) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for round in &rounds {
-                let of = |v: Variant| {
-                    runs.iter()
-                        .find(|r| r.round == *round && r.variant == v)
-                        .map(get)
-                };
-                let (Some(a1), Some(a2)) = (of(Variant::A1), of(Variant::A2)) else {
-                    continue;
-                };
-                let a = (a1 + a2) / 2.0;
-                base.push(a);
-                aa.push(a2 / a1);
-                if let Some(x) = of(Variant::K) {
-                    k.push(x / a);
-                }
-                if let Some(x) = of(Variant::F) {
-                    f.push(x / a);
-                }
-            }
-            let mean = |v: &[f64]| {
-                if v.is_empty() {
-                    f64::NAN
-                } else {
-                    v.iter().sum::<f64>() / v.len() as f64
-                }
-            };
-            let noise = aa.iter().map(|r| (r - 1.0).abs()).fold(0.0, f64::max);
-            let (k_over_a, f_over_a) = (mean(&k), mean(&f));
-            Ratio {
-                metric,
-                higher_is_better,
-                baseline: mean(&base),
-                k_over_a,
-                f_over_a,
-                a_over_a: aa,
-                noise,
-                k_verdict: verdict(k_over_a, noise, higher_is_better),
-                f_verdict: verdict(f_over_a, noise, higher_is_better),
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verdicts() {
-        assert_eq!(verdict(0.99, 0.02, true), "inconclusive");
-        assert_eq!(verdict(0.90, 0.02, true), "-10.0% worse");
-        assert_eq!(verdict(1.10, 0.02, false), "+10.0% worse");
-        assert_eq!(verdict(0.90, 0.02, false), "-10.0% better");
+        pinning: None,
     }
 }

@@ -1,17 +1,20 @@
 //! The bench's traffic in the lab of `tests/fixtures/lab.yaml`: wrk (closed loop), the
 //! open-loop client, iperf3, all from pod `client-a` to nginx (and iperf3's server) in pod
-//! `web`; nginx's served-request counter read from the unmonitored host `ext`; and the
+//! `web`, or to P1's proxy in front of nginx; nginx's served-request counter read from the
+//! unmonitored host `ext`; and the
 //! detection probe (`tests/clients/lookups.py` from `client-b`), each lookup of which the bench
 //! policy makes an immediate violation.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 
 use super::OpenLoopReport;
+use super::cpu::{cpu_set, read_pid_file, set_thread_affinity};
 use crate::lab::Lab;
 use crate::util;
 
@@ -35,24 +38,27 @@ pub(super) const LOOKUP: &str = "/internal/lookup";
 pub(super) const POLICY: &str = "version: 1\nprotected_prefixes: [/internal/]\n";
 
 /// The lab's traffic tools, aimed at the server pod.
+#[derive(Clone, Copy)]
 pub(super) struct Traffic<'a> {
     /// The lab.
     pub(super) lab: &'a Lab,
     /// The server pod's address.
     pub(super) server_ip: IpAddr,
+    /// The port of the load (wrk and the open-loop client): nginx's 80, or P1's proxy.
+    pub(super) port: u16,
 }
 
 impl Traffic<'_> {
-    /// `http://SERVER{path}`.
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.server_ip)
+    /// `http://SERVER:port{path}`.
+    fn url(&self, port: u16, path: &str) -> String {
+        format!("http://{}{path}", SocketAddr::new(self.server_ip, port))
     }
 
     /// wrk from the client pod for `d`: (requests/s, requests).
     pub(super) fn wrk(&self, d: Duration) -> Result<(f64, u64)> {
         let mut cmd = self.lab.command(CLIENT, "wrk")?;
         cmd.args(["-t1", "-c16", &format!("-d{}s", d.as_secs().max(1))])
-            .arg(self.url(ROUTE));
+            .arg(self.url(self.port, ROUTE));
         let out = util::output(&mut cmd)?;
         parse_wrk(&out).with_context(|| format!("unexpected wrk output:\n{out}"))
     }
@@ -61,7 +67,7 @@ impl Traffic<'_> {
     pub(super) fn served(&self) -> Result<u64> {
         let mut cmd = self.lab.command(OUTSIDE, "curl")?;
         cmd.args(["-sS", "--max-time", "5"])
-            .arg(self.url("/nginx_status"));
+            .arg(self.url(80, "/nginx_status"));
         let status = util::output(&mut cmd)?;
         status
             .lines()
@@ -72,17 +78,31 @@ impl Traffic<'_> {
     }
 
     /// The open-loop client ([`super::client`], this binary's `bench-client`) from the client
-    /// pod at `rate` requests/s over `conns` connections for `d`.
-    pub(super) fn open_loop(&self, rate: u32, d: Duration, conns: usize) -> Result<OpenLoopReport> {
-        let exe = std::env::current_exe().context("cannot find the xtask binary")?;
-        let exe = exe
-            .to_str()
-            .context("the xtask binary's path is not UTF-8")?;
-        let mut cmd = self.lab.command(CLIENT, exe)?;
+    /// pod at `rate` requests/s over `conns` connections for `d`; with `cpus`, pinned to them
+    /// from before its exec.
+    pub(super) fn open_loop(
+        &self,
+        rate: u32,
+        d: Duration,
+        conns: usize,
+        cpus: Option<&[usize]>,
+    ) -> Result<OpenLoopReport> {
+        // This very binary, through /proc: a rebuild of xtask during the bench replaces the
+        // file (`current_exe` then names a deleted path), not the inode we run from.
+        let exe = format!("/proc/{}/exe", std::process::id());
+        let mut cmd = self.lab.command(CLIENT, &exe)?;
+        if let Some(cpus) = cpus {
+            let set = cpu_set(cpus);
+            // SAFETY: the hook runs in the forked child before exec and makes one system
+            // call (sched_setaffinity), allocating nothing.
+            unsafe {
+                cmd.pre_exec(move || set_thread_affinity(0, &set));
+            }
+        }
         cmd.args([
             "bench-client",
             "--addr",
-            &SocketAddr::new(self.server_ip, 80).to_string(),
+            &SocketAddr::new(self.server_ip, self.port).to_string(),
             "--path",
             ROUTE,
             "--rate",
@@ -143,6 +163,11 @@ impl Traffic<'_> {
         }
         Ok(sent)
     }
+}
+
+/// nginx's PID in the server pod (its pid file: nginx runs as one process, no master).
+pub(super) fn nginx_pid(lab: &Lab) -> Result<u32> {
+    read_pid_file(&lab.run_dir().join(SERVER).join("nginx-80/nginx.pid"))
 }
 
 /// `(requests/s, requests)` from wrk's output.
