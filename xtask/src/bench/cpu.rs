@@ -17,7 +17,7 @@
 //!
 //! Why not `/proc/stat`'s busy jiffies for the headline: they are tick samples
 //! (`CONFIG_TICK_CPU_ACCOUNTING`, 250 Hz; with NO_HZ an idle CPU has no tick, so the ~40 µs
-//! bursts of a request between idle stretches are mostly missed: in a test they showed 1-5%
+//! bursts of a request between idle stretches are mostly missed: in a test they showed ~5%
 //! of the CPU the cgroups counted), and they count every process of the machine, including
 //! the builds of whoever else uses it. The secondary node-wide figure is therefore wall ×
 //! CPUs − idle − steal, with each CPU's idle time from its cpuidle residency (µs; read on that
