@@ -1,7 +1,7 @@
 //! What the VM needs from Debian, fetched with `apt-get download` and unpacked with
 //! `dpkg-deb -x` into a cache under the target directory: nothing is installed on the machine
-//! (installing bookworm's `qemu-system-x86` would remove a newer `qemu-utils`; see
-//! `../shared/TOOLCHAIN.md`), and a second run uses the cache without asking apt.
+//! (installing bookworm's `qemu-system-x86` would remove a newer `qemu-utils`, which the
+//! machine needs), and a second run uses the cache without asking apt.
 //!
 //! - the kernel: Debian's 6.1 cloud kernel (`linux-image-cloud-amd64` points at the current
 //!   `linux-image-6.1.0-N-cloud-amd64`), its `vmlinuz` and modules;
