@@ -9,6 +9,7 @@
 //! Both sides are counted per (rule, source, destination, route) and listed grouped by rule and
 //! source; an entry that fires on one side only is a change.
 
+use crate::stored::{StoredFlow, StoredHttp};
 use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
@@ -79,29 +80,6 @@ pub struct DryRun {
     pub gone: Vec<Group>,
     /// Fire on both sides (counts may differ).
     pub both: Vec<Group>,
-}
-
-#[derive(Deserialize)]
-struct StoredHttp {
-    source: Endpoint,
-    destination: Endpoint,
-    http: StoredHttpFields,
-}
-
-#[derive(Deserialize)]
-struct StoredHttpFields {
-    method: String,
-    target: String,
-    status: Option<u16>,
-    request_body_bytes: Option<u64>,
-    response_body_bytes: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct StoredFlow {
-    source: Endpoint,
-    destination: Endpoint,
-    http_exchanges: u64,
 }
 
 #[derive(Deserialize)]

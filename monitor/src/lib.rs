@@ -5,6 +5,7 @@
 //! - [`client`]: the CLI's connection to the collector and its terminal output.
 //! - [`analyze`]: packet captures through the agent's pipeline (`monitor analyze`).
 //! - [`dry_run`]: the stored history under a candidate policy (`monitor policy dry-run`).
+//! - [`stored`]: the parts of stored records the offline tools read back.
 //! - [`suggest`]: a draft policy from the stored history (`monitor policy suggest`).
 //! - [`html`]: the report as one self-contained HTML page (`monitor report --html`).
 //!
@@ -17,4 +18,5 @@ pub mod client;
 pub mod cmd;
 pub mod dry_run;
 pub mod html;
+pub mod stored;
 pub mod suggest;

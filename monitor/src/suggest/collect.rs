@@ -12,13 +12,12 @@
 //! [`MAX_REVIEW`] review items per destination (the rest are counted together), at most
 //! [`MAX_CALLERS`] callers per route, a few example paths each.
 
+use crate::stored::{StoredFlow, StoredHttp};
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     path::{Path, PathBuf},
 };
-
-use serde::Deserialize;
 
 use monitor_collector::store::StoreReader;
 use monitor_policy::{
@@ -292,30 +291,6 @@ pub struct Observed {
     pub inbound: BTreeMap<(IpAddr, String, Workload, u16), u64>,
     /// Labels and pods of each workload seen.
     pub workloads: BTreeMap<Workload, WorkloadInfo>,
-}
-
-#[derive(Deserialize)]
-struct StoredHttp {
-    source: Endpoint,
-    destination: Endpoint,
-    http: StoredHttpFields,
-}
-
-#[derive(Deserialize)]
-struct StoredHttpFields {
-    method: String,
-    target: String,
-    path: Option<String>,
-    status: Option<u16>,
-    request_body_bytes: Option<u64>,
-    response_body_bytes: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct StoredFlow {
-    source: Endpoint,
-    destination: Endpoint,
-    http_exchanges: u64,
 }
 
 /// One HTTP exchange's facts, borrowed from its record.
